@@ -1,0 +1,130 @@
+//! The `resnet!` model compiler. Use it through `resnet-runtime`, which
+//! re-exports the macro and holds what the generated code calls.
+//!
+//! One pass per module, each a plain function over plain data:
+//!
+//! ```text
+//! tokens (parse) | YAML (yaml) --> entries --spec--> Spec --lower+shape--> ir::Graph
+//!                                                      --table, codegen--> Rust items
+//! ```
+//!
+//! Errors are collected (`diag::Errors`), so one build reports every
+//! mistake, each on the user's token; the macro never panics.
+
+mod codegen;
+mod diag;
+mod ir;
+mod lower;
+mod parse;
+mod shape;
+mod spec;
+mod table;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+use diag::{Errors, Loc};
+use parse::{Input, ModelDef, Source};
+use proc_macro2::TokenStream;
+use std::path::PathBuf;
+use syn::{Attribute, Ident, Visibility};
+
+/// Compiles residual networks from their specs.
+///
+/// ```text
+/// resnet! {
+///     /// ImageNet ResNet-101, torchvision layout.
+///     pub ResNet101<stages: [3, 4, 23, 3], bottleneck: true>
+///     pub Cifar20<stages: [3, 3, 3], stem: cifar, widths: [16, 32, 64], input: [3, 32, 32], classes: 10, shortcut: zero_pad>
+///     pub ResNet50 = "specs/resnet50.yaml"   // the same keys; path relative to Cargo.toml
+/// }
+/// ```
+///
+/// Each model becomes a type with the consts `INPUT`, `OUTPUT`, `FEATURES`,
+/// `PARAMS`, `MACS`, `LAYERS`, `BLOCKS` and `SUMMARY`, its layer table in
+/// its doc comment and as its `Display`.
+#[proc_macro]
+pub fn resnet(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    expand(input.into()).into()
+}
+
+/// A model that compiled: its header and its network.
+pub(crate) struct Model {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub graph: ir::Graph,
+    /// The YAML file it was read from, which the generated code includes.
+    pub spec_file: Option<PathBuf>,
+}
+
+fn expand(input: TokenStream) -> TokenStream {
+    let input: Input = match syn::parse2(input) {
+        Ok(input) => input,
+        Err(e) => return e.to_compile_error(),
+    };
+    let mut out = TokenStream::new();
+    for def in input.models {
+        let (attrs, vis, name) = (def.attrs.clone(), def.vis.clone(), def.name.clone());
+        match compile(def) {
+            Ok(model) => out.extend(codegen::model(&model)),
+            Err(e) => {
+                out.extend(e.to_compile_error());
+                out.extend(codegen::stub(&attrs, &vis, &name));
+            }
+        }
+    }
+    out
+}
+
+/// Everything from a parsed model to its network: read the spec (inline or
+/// YAML), check it, lower it. Reports every error it finds.
+fn compile(def: ModelDef) -> syn::Result<Model> {
+    let ModelDef {
+        attrs,
+        vis,
+        name,
+        source,
+    } = def;
+    let name_loc = Loc::token(name.span());
+    let (entries, spec_file) = match source {
+        Source::Inline(entries) => (entries, None),
+        Source::Yaml(path) => {
+            let (entries, file) = yaml::load(&path)?;
+            (entries, Some(file))
+        }
+    };
+    let mut errors = Errors::default();
+    let spec = spec::Spec::from_entries(entries, &name_loc, &mut errors);
+    let spec = errors.finish(spec)?;
+    // `from_entries` returns `None` only after reporting an error.
+    let spec = spec.ok_or_else(|| name_loc.error("invalid spec"))?;
+    let graph = lower::lower(&spec, &name_loc)?;
+    Ok(Model {
+        attrs,
+        vis,
+        name,
+        graph,
+        spec_file,
+    })
+}
+
+/// Parses and checks an invocation without generating code: every model's
+/// errors, combined. For tests, which run the front end on proc_macro2.
+#[cfg(test)]
+fn check(input: TokenStream) -> syn::Result<Vec<ir::Graph>> {
+    let input: Input = syn::parse2(input)?;
+    let mut graphs = Vec::new();
+    let mut errors: Option<syn::Error> = None;
+    for def in input.models {
+        match compile(def) {
+            Ok(model) => graphs.push(model.graph),
+            Err(e) => match &mut errors {
+                Some(all) => all.combine(e),
+                None => errors = Some(e),
+            },
+        }
+    }
+    errors.map_or(Ok(graphs), Err)
+}

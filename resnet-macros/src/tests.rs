@@ -1,0 +1,1 @@
+//! Front-end tests on proc_macro2 token streams.
