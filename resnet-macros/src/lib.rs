@@ -87,20 +87,19 @@ fn compile(def: ModelDef) -> syn::Result<Model> {
         name,
         source,
     } = def;
-    let name_loc = Loc::token(name.span());
-    let (entries, spec_file) = match source {
-        Source::Inline(entries) => (entries, None),
+    let (entries, spec_loc, spec_file) = match source {
+        Source::Inline(entries) => (entries, Loc::token(name.span()), None),
         Source::Yaml(path) => {
             let (entries, file) = yaml::load(&path)?;
-            (entries, Some(file))
+            // Errors about the whole spec name the file.
+            (
+                entries,
+                Loc::in_file(path.span(), &path.value(), 1, 1),
+                Some(file),
+            )
         }
     };
-    let mut errors = Errors::default();
-    let spec = spec::Spec::from_entries(entries, &name_loc, &mut errors);
-    let spec = errors.finish(spec)?;
-    // `from_entries` returns `None` only after reporting an error.
-    let spec = spec.ok_or_else(|| name_loc.error("invalid spec"))?;
-    let graph = lower::lower(&spec, &name_loc)?;
+    let graph = compile_spec(entries, &spec_loc)?;
     Ok(Model {
         attrs,
         vis,
@@ -108,6 +107,18 @@ fn compile(def: ModelDef) -> syn::Result<Model> {
         graph,
         spec_file,
     })
+}
+
+/// Checks a spec's entries and lowers them; `spec_loc` is where errors
+/// about the spec as a whole (a missing key) are reported.
+fn compile_spec(entries: Vec<parse::Entry>, spec_loc: &Loc) -> syn::Result<ir::Graph> {
+    let mut errors = Errors::default();
+    let spec = spec::Spec::from_entries(entries, spec_loc, &mut errors);
+    match errors.finish(spec)? {
+        Some(spec) => lower::lower(&spec, spec_loc),
+        // `from_entries` returns `None` only after reporting an error.
+        None => Err(spec_loc.error("invalid spec")),
+    }
 }
 
 /// Parses and checks an invocation without generating code: every model's

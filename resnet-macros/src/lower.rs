@@ -6,13 +6,13 @@ use crate::ir::{Block, Conv, Graph, Node, NodeId, Op, Shape, Shortcut};
 use crate::shape::{out_shape, ShapeError};
 use crate::spec::{BlockKind, ShortcutPolicy, Spec, Stem, StrideOn};
 
-/// Builds the network `spec` describes; `name_loc` is where errors that no
+/// Builds the network `spec` describes; `spec_loc` is where errors that no
 /// single key caused are reported.
-pub fn lower(spec: &Spec, name_loc: &Loc) -> syn::Result<Graph> {
+pub fn lower(spec: &Spec, spec_loc: &Loc) -> syn::Result<Graph> {
     let [c, h, w] = spec.input;
     let mut b = Builder {
         spec,
-        name_loc,
+        spec_loc,
         nodes: vec![Node {
             name: "input".into(),
             op: Op::Input,
@@ -29,19 +29,19 @@ pub fn lower(spec: &Spec, name_loc: &Loc) -> syn::Result<Graph> {
         }
     }
     if spec.preact {
-        x = b.push("post_bn", Op::BatchNorm, &[x], name_loc)?;
-        x = b.push("post_relu", Op::Relu, &[x], name_loc)?;
+        x = b.push("post_bn", Op::BatchNorm, &[x], spec_loc)?;
+        x = b.push("post_relu", Op::Relu, &[x], spec_loc)?;
     }
     let features = x;
     if let Some(classes) = spec.classes {
-        x = b.push("avgpool", Op::GlobalAvgPool, &[x], name_loc)?;
+        x = b.push("avgpool", Op::GlobalAvgPool, &[x], spec_loc)?;
         x = b.push(
             "fc",
             Op::Linear {
                 out_features: classes,
             },
             &[x],
-            name_loc,
+            spec_loc,
         )?;
     }
     let graph = Graph {
@@ -51,7 +51,7 @@ pub fn lower(spec: &Spec, name_loc: &Loc) -> syn::Result<Graph> {
         output: x,
     };
     if u64::try_from(graph.total_macs()).is_err() {
-        return Err(name_loc.error(
+        return Err(spec_loc.error(
             "this network needs more than 2^64 multiply-adds per image; it is too large to compile",
         ));
     }
@@ -60,7 +60,7 @@ pub fn lower(spec: &Spec, name_loc: &Loc) -> syn::Result<Graph> {
 
 struct Builder<'a> {
     spec: &'a Spec,
-    name_loc: &'a Loc,
+    spec_loc: &'a Loc,
     nodes: Vec<Node>,
     blocks: Vec<Block>,
 }
@@ -125,7 +125,7 @@ impl Builder<'_> {
     /// conv1 (+ bn1, relu) and the max pool.
     fn stem(&mut self, x: NodeId) -> syn::Result<NodeId> {
         let spec = self.spec;
-        let loc = self.name_loc;
+        let loc = self.spec_loc;
         let width = spec.widths[0];
         let mut y = match spec.stem {
             Stem::ImageNet => self.push("conv1", conv(width, 7, 2, 1), &[x], loc)?,

@@ -130,10 +130,13 @@ impl Parse for ModelDef {
             })?;
             Source::Yaml(path)
         } else {
-            return Err(input.error(format!(
-                "expected `<` and the spec after `{name}`, such as \
+            return Err(syn::Error::new(
+                name.span(),
+                format!(
+                    "expected `<` and the spec after `{name}`, such as \
                  `{name}<stages: [3, 4, 6, 3], bottleneck: true>`, or `= \"path/to/spec.yaml\"`"
-            )));
+                ),
+            ));
         };
         Ok(ModelDef {
             attrs,
@@ -163,15 +166,18 @@ impl Parse for Entry {
 
 impl Parse for Value {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let span = input.span();
+        let mut span = input.span();
         let kind = if input.peek(token::Bracket) {
             let content;
-            bracketed!(content in input);
+            span = bracketed!(content in input).span.join();
             let items = content.parse_terminated(Value::parse, Token![,])?;
             ValueKind::List(items.into_iter().collect())
         } else if input.peek(syn::LitInt) {
+            // syn reads `-3` as one literal.
             let lit: syn::LitInt = input.parse()?;
-            if !lit.suffix().is_empty() {
+            if let Some(magnitude) = lit.base10_digits().strip_prefix('-') {
+                ValueKind::Other(format!("the negative number -{magnitude}"))
+            } else if !lit.suffix().is_empty() {
                 return Err(syn::Error::new(
                     lit.span(),
                     format!(
@@ -180,10 +186,11 @@ impl Parse for Value {
                         lit.suffix()
                     ),
                 ));
-            }
-            match lit.base10_parse::<u64>() {
-                Ok(n) => ValueKind::Int(n),
-                Err(_) => ValueKind::Other(format!("the number {}, which is too large", lit)),
+            } else {
+                match lit.base10_parse::<u64>() {
+                    Ok(n) => ValueKind::Int(n),
+                    Err(_) => ValueKind::Other(format!("the number {lit}, which is too large")),
+                }
             }
         } else if input.peek(syn::LitFloat) {
             let lit: syn::LitFloat = input.parse()?;

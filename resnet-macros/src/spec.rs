@@ -100,9 +100,9 @@ const MAX_GROUPS: u64 = 1024;
 const MAX_WIDTH_PER_GROUP: u64 = 4096;
 
 impl Spec {
-    /// Reads `entries` (from tokens or YAML). `name_loc` is where errors
+    /// Reads `entries` (from tokens or YAML). `spec_loc` is where errors
     /// about a missing key go. `None` means at least one error was reported.
-    pub fn from_entries(entries: Vec<Entry>, name_loc: &Loc, errors: &mut Errors) -> Option<Spec> {
+    pub fn from_entries(entries: Vec<Entry>, spec_loc: &Loc, errors: &mut Errors) -> Option<Spec> {
         let reported = errors.len();
         let keys = Keys::collect(entries, errors);
 
@@ -111,7 +111,7 @@ impl Spec {
             Some(v) => read_stages(v, errors),
             None => {
                 errors.push(
-                    name_loc,
+                    spec_loc,
                     "missing `stages`: give the number of blocks in each stage, such as `stages: [3, 4, 6, 3]`",
                 );
                 None
@@ -241,9 +241,9 @@ impl Spec {
         let block = block?;
         let default_expansion = if block == BlockKind::Bottleneck { 4 } else { 1 };
         let (shortcut, shortcut_loc) =
-            shortcut?.unwrap_or((ShortcutPolicy::Projection, name_loc.clone()));
+            shortcut?.unwrap_or((ShortcutPolicy::Projection, spec_loc.clone()));
         let (width_per_group, width_per_group_loc) =
-            width_per_group?.unwrap_or((64, name_loc.clone()));
+            width_per_group?.unwrap_or((64, spec_loc.clone()));
         let input = input?;
         Some(Spec {
             widths: widths?.map_or_else(

@@ -38,8 +38,9 @@ pub fn parse_str(text: &str, file: &str, span: Span) -> syn::Result<Vec<Entry>> 
     let document: Yaml = serde_yaml::from_str(text).map_err(|e| match e.location() {
         Some(l) => {
             let message = e.to_string();
-            let suffix = format!(" at line {} column {}", l.line(), l.column());
-            at(l.line(), l.column()).error(message.strip_suffix(&suffix).unwrap_or(&message))
+            // The position leads the message; drop libyaml's copy of it.
+            let position = format!(" at line {} column {}", l.line(), l.column());
+            at(l.line(), l.column()).error(message.replacen(&position, "", 1))
         }
         None => at(1, 1).error(e),
     })?;

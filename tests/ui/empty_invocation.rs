@@ -1,0 +1,6 @@
+// An empty invocation says what to write.
+use resnet_runtime::resnet;
+
+resnet! {}
+
+fn main() {}
