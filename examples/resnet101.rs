@@ -15,7 +15,10 @@ fn main() {
     println!("{ResNet101}");
     let stages = ResNet101::BLOCKS.iter().map(|b| b.stage).max().unwrap_or(0);
     for stage in 1..=stages {
-        let blocks: Vec<_> = ResNet101::BLOCKS.iter().filter(|b| b.stage == stage).collect();
+        let blocks: Vec<_> = ResNet101::BLOCKS
+            .iter()
+            .filter(|b| b.stage == stage)
+            .collect();
         let conv = blocks.iter().filter(|b| b.is_convolution_block()).count();
         let out = blocks.last().map(|b| b.output).unwrap_or_default();
         println!(

@@ -4,7 +4,7 @@
 //! workspace's `tests/ui`.
 
 use crate::diag::Loc;
-use crate::{check, compile_spec, yaml};
+use crate::{check, compile_spec, expand, yaml};
 use proc_macro2::{Span, TokenStream};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
@@ -244,9 +244,13 @@ fn random_token_streams_never_panic_and_every_rejection_has_a_span() {
         let Ok(tokens) = TokenStream::from_str(text) else {
             return Ok(false); // not Rust tokens: rustc would reject it before the macro runs
         };
-        match check(tokens) {
+        match check(tokens.clone()) {
             Ok(graphs) => {
                 prop_assert!(!graphs.is_empty());
+                // Code generation and the layer table run on what was accepted.
+                let items = expand(tokens).to_string();
+                prop_assert!(items.contains("pub const PARAMS"));
+                prop_assert!(!items.contains("compile_error"));
                 Ok(true)
             }
             Err(errors) => {
