@@ -4,6 +4,7 @@
 //! workspace's `tests/ui`.
 
 use crate::diag::Loc;
+use crate::spec::KEYS;
 use crate::{check, compile_spec, expand, yaml};
 use proc_macro2::{Span, TokenStream};
 use proptest::prelude::*;
@@ -66,21 +67,8 @@ fn yaml_spec_errors_name_the_file() {
 
 const CASES: u32 = 10_000;
 
-/// Words that appear in specs, and near misses.
-const WORDS: &[&str] = &[
-    "stages",
-    "bottleneck",
-    "block",
-    "widths",
-    "expansion",
-    "input",
-    "classes",
-    "stem",
-    "shortcut",
-    "stride_on",
-    "groups",
-    "width_per_group",
-    "preact",
+/// Values and words that appear in specs besides the keys, and near misses.
+const OTHER_WORDS: &[&str] = &[
     "basic",
     "imagenet",
     "cifar",
@@ -104,6 +92,11 @@ const WORDS: &[&str] = &[
     "ResNet50",
 ];
 
+/// Every key and every other word a spec may hold.
+fn words() -> Vec<&'static str> {
+    KEYS.iter().chain(OTHER_WORDS).copied().collect()
+}
+
 fn number() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => (0u64..5).prop_map(|n| n.to_string()),
@@ -118,7 +111,7 @@ fn number() -> impl Strategy<Value = String> {
 fn value() -> impl Strategy<Value = String> {
     let leaf = prop_oneof![
         4 => number(),
-        3 => prop::sample::select(WORDS).prop_map(String::from),
+        3 => prop::sample::select(words()).prop_map(String::from),
         1 => "\"[a-z_.]{0,8}\"",
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
@@ -140,8 +133,8 @@ fn entry() -> impl Strategy<Value = String> {
         3 => stages,
         2 => input,
         2 => valid_entry(),
-        4 => (prop::sample::select(WORDS), value()).prop_map(|(k, v)| format!("{k}: {v}")),
-        1 => (prop::sample::select(WORDS), value()).prop_map(|(k, v)| format!("{k} {v}")),
+        4 => (prop::sample::select(words()), value()).prop_map(|(k, v)| format!("{k}: {v}")),
+        1 => (prop::sample::select(words()), value()).prop_map(|(k, v)| format!("{k} {v}")),
     ]
 }
 
@@ -205,7 +198,7 @@ fn soup() -> impl Strategy<Value = String> {
         ])
         .prop_map(String::from),
         2 => value(),
-        1 => prop::sample::select(WORDS).prop_map(String::from),
+        1 => prop::sample::select(words()).prop_map(String::from),
     ];
     prop::collection::vec(fragment, 0..20).prop_map(|f| f.join(" "))
 }
@@ -280,7 +273,7 @@ fn random_token_streams_never_panic_and_every_rejection_has_a_span() {
 fn yaml_document() -> impl Strategy<Value = String> {
     let scalar = prop_oneof![
         4 => number(),
-        3 => prop::sample::select(WORDS).prop_map(String::from),
+        3 => prop::sample::select(words()).prop_map(String::from),
         1 => prop::sample::select(vec!["~", "null", "yes", "'cifar'", "\"deep\"", "!!str 3", "&a 3", "*a", "{a: 1}", "-", "|"])
             .prop_map(String::from),
     ];
@@ -288,7 +281,7 @@ fn yaml_document() -> impl Strategy<Value = String> {
         prop::collection::vec(inner, 0..5).prop_map(|items| format!("[{}]", items.join(", ")))
     });
     let line = prop_oneof![
-        6 => (prop::sample::select(WORDS), yaml_value.clone()).prop_map(|(k, v)| format!("{k}: {v}")),
+        6 => (prop::sample::select(words()), yaml_value.clone()).prop_map(|(k, v)| format!("{k}: {v}")),
         4 => valid_entry(),
         2 => prop::collection::vec(1u64..4, 1..5).prop_map(|v| {
             format!("stages:\n{}", v.iter().map(|n| format!("  - {n}")).collect::<Vec<_>>().join("\n"))
