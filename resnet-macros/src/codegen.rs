@@ -1,12 +1,13 @@
 //! Rust items for a compiled model: `quote!` only, every decision was made
 //! by the passes before.
 
-use crate::ir::Shortcut;
+use crate::ir::{Graph, NodeId, Shape, Shortcut};
 use crate::spec::BlockKind;
 use crate::table;
 use crate::Model;
-use proc_macro2::TokenStream;
+use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
+use std::ops::Range;
 use syn::{Attribute, Ident, Visibility};
 
 /// The model type, its consts and its `Display`.
@@ -20,32 +21,30 @@ pub fn model(model: &Model) -> TokenStream {
     } = model;
     let private = quote!(::resnet_runtime::__private);
     let summary = table::render(&name.to_string(), graph);
-    let doc = format!("# Architecture\n\n```text\n{summary}```");
+    let doc = ["# Architecture", "", "```text"]
+        .into_iter()
+        .chain(summary.lines())
+        .chain(["```"])
+        .map(|line| format!(" {line}"));
 
-    let [c, h, w] = [
-        graph.nodes[0].shape.c,
-        graph.nodes[0].shape.h,
-        graph.nodes[0].shape.w,
-    ];
-    let output = table::output_dims(graph);
-    let n_output = output.len();
-    let features = graph.nodes[graph.features].shape;
-    let (fc, fh, fw) = (features.c, features.h, features.w);
-    // `lower` rejected networks whose totals overflow u64.
-    let params = u64::try_from(graph.total_params()).unwrap_or(u64::MAX);
-    let macs = u64::try_from(graph.total_macs()).unwrap_or(u64::MAX);
+    let input = dims(graph.nodes[0].shape);
+    let output_dims = table::output_dims(graph);
+    let n_output = int(output_dims.len() as u128);
+    let output = output_dims.iter().map(|&d| int(d as u128));
+    let features = dims(graph.nodes[graph.features].shape);
+    let (params, macs) = (int(graph.total_params()), int(graph.total_macs()));
 
     let layers = graph.nodes.iter().enumerate().skip(1).map(|(id, node)| {
         let (name, kind) = (&node.name, node.op.describe());
-        let (oc, oh, ow) = (node.shape.c, node.shape.h, node.shape.w);
-        let (params, macs) = (graph.params(id) as u64, graph.macs(id) as u64);
+        let output = dims(node.shape);
+        let (params, macs) = (int(graph.params(id)), int(graph.macs(id)));
         quote! {
-            #private::LayerInfo { name: #name, kind: #kind, output: [#oc, #oh, #ow], params: #params, macs: #macs }
+            #private::LayerInfo { name: #name, kind: #kind, output: #output, params: #params, macs: #macs }
         }
     });
     let blocks = graph.blocks.iter().map(|block| {
         let name = &block.name;
-        let stage = block.stage;
+        let stage = int(block.stage as u128);
         let kind = match block.kind {
             BlockKind::Basic => format_ident!("Basic"),
             BlockKind::Bottleneck => format_ident!("Bottleneck"),
@@ -55,18 +54,15 @@ pub fn model(model: &Model) -> TokenStream {
             Shortcut::Projection => format_ident!("Projection"),
             Shortcut::ZeroPad => format_ident!("ZeroPad"),
         };
-        let out = graph.nodes[block.nodes.end - 1].shape;
-        let (oc, oh, ow) = (out.c, out.h, out.w);
-        let params: u128 = block.nodes.clone().map(|i| graph.params(i)).sum();
-        let macs: u128 = block.nodes.clone().map(|i| graph.macs(i)).sum();
-        let (params, macs) = (params as u64, macs as u64);
+        let output = dims(graph.nodes[block.nodes.end - 1].shape);
+        let (params, macs) = block_totals(graph, block.nodes.clone());
         quote! {
             #private::BlockInfo {
                 name: #name,
                 stage: #stage,
                 kind: #private::BlockKind::#kind,
                 shortcut: #private::Shortcut::#shortcut,
-                output: [#oc, #oh, #ow],
+                output: #output,
                 params: #params,
                 macs: #macs,
             }
@@ -83,17 +79,17 @@ pub fn model(model: &Model) -> TokenStream {
     quote! {
         #(#attrs)*
         #[doc = ""]
-        #[doc = #doc]
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+        #(#[doc = #doc])*
+        #[derive(Clone, Copy, Debug, Default)]
         #vis struct #name;
 
         impl #name {
             /// Input `[channels, height, width]` per image; the batch size is chosen at run time.
-            pub const INPUT: [usize; 3] = [#c, #h, #w];
+            pub const INPUT: [usize; 3] = #input;
             /// Output per image: `[classes]`, or `[channels, height, width]` for a headless backbone.
             pub const OUTPUT: [usize; #n_output] = [#(#output),*];
             /// The backbone's output `[channels, height, width]`, before pooling and the classifier.
-            pub const FEATURES: [usize; 3] = [#fc, #fh, #fw];
+            pub const FEATURES: [usize; 3] = #features;
             /// Trainable parameters, counted as PyTorch's `parameters()` counts them.
             pub const PARAMS: u64 = #params;
             /// Multiply-accumulates per image (convolutions and the classifier).
@@ -123,4 +119,24 @@ pub fn stub(attrs: &[Attribute], vis: &Visibility, name: &Ident) -> TokenStream 
         #(#attrs)*
         #vis struct #name;
     }
+}
+
+fn block_totals(graph: &Graph, nodes: Range<NodeId>) -> (Literal, Literal) {
+    let params = nodes.clone().map(|i| graph.params(i)).sum();
+    let macs = nodes.map(|i| graph.macs(i)).sum();
+    (int(params), int(macs))
+}
+
+/// An integer literal as a person writes it: `25_557_032`, no type suffix.
+fn int(n: u128) -> Literal {
+    let digits = table::grouped(n).replace(',', "_");
+    digits
+        .parse()
+        .unwrap_or_else(|_| Literal::u128_unsuffixed(n))
+}
+
+/// `[c, h, w]`.
+fn dims(shape: Shape) -> TokenStream {
+    let [c, h, w] = [shape.c, shape.h, shape.w].map(|d| int(d as u128));
+    quote!([#c, #h, #w])
 }
