@@ -19,6 +19,7 @@
 //! ```
 
 pub mod info;
+pub mod kernels;
 
 pub use info::{BlockInfo, BlockKind, LayerInfo, Shortcut};
 

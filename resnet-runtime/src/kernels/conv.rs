@@ -1,0 +1,349 @@
+//! 2-D convolution on NCHW tensors as GEMM: for each image and group,
+//! `out (Cout x OH*OW) = W (Cout x Cin*KH*KW) · patches (Cin*KH*KW x OH*OW)`.
+//!
+//! The weights are packed once ([`Conv2d::new`]). The patches are never
+//! materialised: a 1x1 stride-1 convolution multiplies the input as it lies
+//! (rows are channels, columns pixels), and every other shape packs its
+//! patches straight from the input block by block, copying contiguous runs
+//! of input rows where the stride is 1 ([`Patches`]).
+
+use super::gemm::{
+    self, check_epilogue, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr,
+};
+use ndarray::{s, ArrayView1, ArrayView4, ArrayViewMut4};
+
+/// A convolution's shape: channels, kernel, stride, padding, groups and the
+/// input's height and width. Weights are `[out, in / groups, k, k]` as in PyTorch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvParams {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: usize,
+    /// Stride in both directions.
+    pub stride: usize,
+    /// Zero padding on each side.
+    pub padding: usize,
+    /// Channel groups (ResNeXt); 1 for a dense convolution.
+    pub groups: usize,
+    /// Input height.
+    pub in_h: usize,
+    /// Input width.
+    pub in_w: usize,
+}
+
+impl ConvParams {
+    /// Output height and width (PyTorch's floor rounding).
+    pub fn out_hw(&self) -> (usize, usize) {
+        let side = |n: usize| (n + 2 * self.padding - self.kernel) / self.stride + 1;
+        (side(self.in_h), side(self.in_w))
+    }
+
+    /// Multiply-accumulates per image.
+    pub fn macs(&self) -> usize {
+        let (oh, ow) = self.out_hw();
+        self.out_channels * oh * ow * (self.in_channels / self.groups) * self.kernel * self.kernel
+    }
+
+    fn check(&self) {
+        let ConvParams {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            groups,
+            in_h,
+            in_w,
+            padding,
+        } = *self;
+        assert!(
+            kernel > 0
+                && stride > 0
+                && groups > 0
+                && in_channels % groups == 0
+                && out_channels % groups == 0,
+            "invalid convolution {self:?}"
+        );
+        assert!(
+            in_h + 2 * padding >= kernel && in_w + 2 * padding >= kernel,
+            "kernel larger than the padded input: {self:?}"
+        );
+    }
+}
+
+/// How a convolution is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvStrategy {
+    /// 1x1, stride 1, no padding: a GEMM on the input as it lies.
+    Pointwise,
+    /// Anything else: patches packed from the input as the GEMM needs them.
+    Patches,
+}
+
+/// A convolution with packed weights and a bias (a folded batch norm's shift).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    params: ConvParams,
+    strategy: ConvStrategy,
+    /// One packed matrix per group.
+    weights: Vec<PackedWeights>,
+    bias: Vec<f32>,
+}
+
+impl Conv2d {
+    /// Packs `weight` (`[out, in / groups, k, k]`) for this CPU's fastest kernel.
+    ///
+    /// # Panics
+    /// If `weight` or `bias` does not match `params`.
+    pub fn new(params: ConvParams, weight: ArrayView4<f32>, bias: Option<ArrayView1<f32>>) -> Self {
+        Self::with_isa(Isa::best(), params, weight, bias)
+    }
+
+    /// As [`Conv2d::new`], for a given instruction set (tests compare them).
+    pub fn with_isa(
+        isa: Isa,
+        params: ConvParams,
+        weight: ArrayView4<f32>,
+        bias: Option<ArrayView1<f32>>,
+    ) -> Self {
+        params.check();
+        let ConvParams {
+            in_channels,
+            out_channels,
+            kernel,
+            groups,
+            ..
+        } = params;
+        let (cin, cout) = (in_channels / groups, out_channels / groups);
+        assert_eq!(
+            weight.dim(),
+            (out_channels, cin, kernel, kernel),
+            "weight shape for {params:?}"
+        );
+        let weights = (0..groups)
+            .map(|g| {
+                let w = weight.slice(s![g * cout..(g + 1) * cout, .., .., ..]);
+                let w = w
+                    .to_shape((cout, cin * kernel * kernel))
+                    .expect("a slice of whole output channels");
+                PackedWeights::new(isa, w.view())
+            })
+            .collect();
+        let bias = match bias {
+            Some(b) => {
+                assert_eq!(b.len(), out_channels, "bias length for {params:?}");
+                b.to_vec()
+            }
+            None => vec![0.0; out_channels],
+        };
+        let strategy = if kernel == 1 && params.stride == 1 && params.padding == 0 {
+            ConvStrategy::Pointwise
+        } else {
+            ConvStrategy::Patches
+        };
+        Conv2d {
+            params,
+            strategy,
+            weights,
+            bias,
+        }
+    }
+
+    /// The convolution's shape.
+    pub fn params(&self) -> &ConvParams {
+        &self.params
+    }
+
+    /// How it is computed.
+    pub fn strategy(&self) -> ConvStrategy {
+        self.strategy
+    }
+
+    /// Floats of workspace [`Conv2d::forward`] needs with `threads` threads.
+    pub fn workspace_len(threads: usize) -> usize {
+        gemm::workspace_len(threads)
+    }
+
+    /// `out = relu?(conv(x) + bias + residual)`, for a batch.
+    ///
+    /// `x` is `[N, in, H, W]` and `out` `[N, out, OH, OW]`, both standard
+    /// layout. `residual`, if given, is `[N, R, OH, OW]` with `R <= out`
+    /// channels: channels from `R` on add nothing (the zero-padded shortcut).
+    ///
+    /// # Panics
+    /// If a shape disagrees with the convolution's, a tensor is not in
+    /// standard layout, or `workspace` is shorter than [`Conv2d::workspace_len`].
+    pub fn forward(
+        &self,
+        x: ArrayView4<f32>,
+        mut out: ArrayViewMut4<f32>,
+        residual: Option<ArrayView4<f32>>,
+        relu: bool,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        let p = &self.params;
+        let (oh, ow) = p.out_hw();
+        let batch = x.dim().0;
+        assert_eq!(
+            x.dim(),
+            (batch, p.in_channels, p.in_h, p.in_w),
+            "input shape for {p:?}"
+        );
+        assert_eq!(
+            out.dim(),
+            (batch, p.out_channels, oh, ow),
+            "output shape for {p:?}"
+        );
+        let x = x.to_slice().expect("input in standard layout");
+        let out_ptr = out
+            .as_slice_mut()
+            .expect("output in standard layout")
+            .as_mut_ptr();
+        let residual = residual.map(|r| {
+            let (rn, rc, rh, rw) = r.dim();
+            assert!(
+                rn == batch && rc <= p.out_channels && (rh, rw) == (oh, ow),
+                "residual {:?} for output {:?}",
+                r.dim(),
+                (batch, p.out_channels, oh, ow)
+            );
+            (r.to_slice().expect("residual in standard layout"), rc)
+        });
+
+        let (cin, cout) = (p.in_channels / p.groups, p.out_channels / p.groups);
+        let (in_plane, out_plane) = (p.in_h * p.in_w, oh * ow);
+        let mut jobs = Vec::with_capacity(batch * p.groups);
+        for image in 0..batch {
+            for (g, weights) in self.weights.iter().enumerate() {
+                let input = &x[(image * p.in_channels + g * cin) * in_plane..][..cin * in_plane];
+                let first_row = image * p.out_channels + g * cout;
+                let residual = residual.map(|(data, channels)| Residual {
+                    data: &data[(image * channels + (g * cout).min(channels)) * out_plane..],
+                    ld: out_plane,
+                    rows: channels.saturating_sub(g * cout).min(cout),
+                });
+                let epilogue = Epilogue {
+                    bias: Some(&self.bias[g * cout..(g + 1) * cout]),
+                    residual,
+                    relu,
+                };
+                check_epilogue(&epilogue, cout, out_plane);
+                // SAFETY: `first_row * out_plane` is the start of this image's
+                // group of `cout` output channels inside `out`.
+                let c = SendPtr(unsafe { out_ptr.add(first_row * out_plane) });
+                let b = match self.strategy {
+                    ConvStrategy::Pointwise => ConvB::Dense(DenseB {
+                        data: input,
+                        ld: in_plane,
+                    }),
+                    ConvStrategy::Patches => ConvB::Patches(Patches {
+                        input,
+                        params: *p,
+                        out_w: ow,
+                    }),
+                };
+                jobs.push(Job {
+                    a: weights,
+                    b,
+                    n: out_plane,
+                    c,
+                    ldc: out_plane,
+                    epilogue,
+                });
+            }
+        }
+        // SAFETY: each job writes its own image's group of output channels of
+        // `out`, which is borrowed mutably and so overlaps no input.
+        unsafe { gemm::run_jobs(&jobs, workspace, threads) };
+    }
+}
+
+/// Where one job's `B` comes from.
+enum ConvB<'a> {
+    Dense(DenseB<'a>),
+    Patches(Patches<'a>),
+}
+
+impl PackB for ConvB<'_> {
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
+        match self {
+            ConvB::Dense(b) => b.pack(k0, kc, n0, nc, nr, out),
+            ConvB::Patches(b) => b.pack(k0, kc, n0, nc, nr, out),
+        }
+    }
+}
+
+/// The patch matrix of one image's group of input channels, packed on
+/// demand: row `k = (c, ky, kx)`, column `n = (oy, ox)` holds
+/// `input[c][oy * stride + ky - pad][ox * stride + kx - pad]`, zero outside.
+struct Patches<'a> {
+    input: &'a [f32],
+    params: ConvParams,
+    out_w: usize,
+}
+
+impl PackB for Patches<'_> {
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
+        let ConvParams {
+            kernel,
+            stride,
+            padding,
+            in_h,
+            in_w,
+            ..
+        } = self.params;
+        let ow = self.out_w;
+        for (j, panel) in out[..nc.div_ceil(nr) * kc * nr]
+            .chunks_exact_mut(kc * nr)
+            .enumerate()
+        {
+            let col = n0 + j * nr;
+            let width = nr.min(n0 + nc - col);
+            for (k, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                let k = k0 + k;
+                let (c, ky, kx) = (k / (kernel * kernel), k / kernel % kernel, k % kernel);
+                let plane = &self.input[c * in_h * in_w..][..in_h * in_w];
+                // Walk the columns one output row at a time.
+                let (mut oy, mut ox) = (col / ow, col % ow);
+                let mut filled = 0;
+                while filled < width {
+                    let run = (width - filled).min(ow - ox);
+                    let seg = &mut dst[filled..filled + run];
+                    let iy = (oy * stride + ky).wrapping_sub(padding);
+                    if iy >= in_h {
+                        seg.fill(0.0);
+                    } else {
+                        let row = &plane[iy * in_w..][..in_w];
+                        let x0 = (ox * stride + kx) as isize - padding as isize;
+                        if stride == 1 {
+                            // ix = x0 + t: zeros, a copied run, zeros.
+                            let lo = (-x0).clamp(0, run as isize) as usize;
+                            let hi = (in_w as isize - x0).clamp(lo as isize, run as isize) as usize;
+                            seg[..lo].fill(0.0);
+                            if hi > lo {
+                                let from = (x0 + lo as isize) as usize;
+                                seg[lo..hi].copy_from_slice(&row[from..from + (hi - lo)]);
+                            }
+                            seg[hi..].fill(0.0);
+                        } else {
+                            for (t, v) in seg.iter_mut().enumerate() {
+                                let ix = x0 + (t * stride) as isize;
+                                *v = if (0..in_w as isize).contains(&ix) {
+                                    row[ix as usize]
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                    filled += run;
+                    (oy, ox) = (oy + 1, 0);
+                }
+                dst[width..].fill(0.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Cache-blocked, packed GEMM with fused epilogues: `C = epilogue(A · B)`.
+//!
+//! `A` (`M x K`, the weights) is packed once, ahead of time, into `MR`-row
+//! panels ([`PackedWeights`]). `B` (`K x N`, the activations) is packed on
+//! the fly, `KC x NC` at a time, into `NR`-column panels by a [`PackB`], so
+//! a convolution packs straight from its input image (no im2col buffer).
+//! Each `MR x NR` tile of `C` is computed by a SIMD micro-kernel chosen at
+//! run time (`micro.rs`), and its epilogue (bias, residual add, ReLU) is
+//! applied while the tile is still in L1, so every output is written once.
+//!
+//! Work is split into tasks (blocks of `C`) and the tasks into `threads`
+//! contiguous runs. Every output element is reduced by one task in
+//! ascending `k`, so results are bit-identical for any number of threads.
+
+#[cfg(target_arch = "x86_64")]
+use super::micro::{Avx2, Avx512};
+use super::micro::{MicroKernel, Portable};
+use ndarray::{ArrayView2, ArrayViewMut2};
+use std::sync::OnceLock;
+
+/// Depth of one packed block of `B` (rows of `K`).
+pub const KC: usize = 256;
+/// Rows of `C` in one task (rounded down to a multiple of the kernel's `MR`).
+const MC: usize = 128;
+/// Most columns of `C` in one task: `KC x NC` packed floats stay in L2.
+pub const NC: usize = 512;
+/// The largest `MR x NR` of any kernel.
+const MAX_TILE: usize = 8 * 32;
+
+/// Floats of workspace that [`gemm`] and the convolutions need for
+/// `threads` threads: one packed block of `B` per thread.
+pub const fn workspace_len(threads: usize) -> usize {
+    threads * KC * NC
+}
+
+/// The instruction set a micro-kernel uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512F, 8 x 32 tiles.
+    Avx512,
+    /// AVX2 with FMA, 6 x 16 tiles.
+    Avx2,
+    /// Plain Rust, 4 x 16 tiles: runs anywhere, the reference for the others.
+    Portable,
+}
+
+impl Isa {
+    /// The fastest instruction set this CPU supports (detected once).
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            [Isa::Avx512, Isa::Avx2]
+                .into_iter()
+                .find(|isa| isa.is_supported())
+                .unwrap_or(Isa::Portable)
+        })
+    }
+
+    /// Whether this CPU can run the instruction set.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every instruction set this CPU supports.
+    pub fn supported() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Portable]
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
+    }
+
+    /// `(MR, NR)` of this instruction set's micro-kernel.
+    pub fn tile(self) -> (usize, usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => (Avx512::MR, Avx512::NR),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => (Avx2::MR, Avx2::NR),
+            _ => (Portable::MR, Portable::NR),
+        }
+    }
+}
+
+/// `A` (`M x K`, row-major weights) packed for one instruction set's
+/// micro-kernel: `MR`-row panels, each `K` steps of `MR` values; the rows
+/// past `M` of the last panel are zero.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedWeights {
+    isa: Isa,
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedWeights {
+    /// Packs `a` (`M x K`, any strides).
+    ///
+    /// # Panics
+    /// If `a` is empty or `isa` is not supported by this CPU.
+    pub fn new(isa: Isa, a: ArrayView2<f32>) -> Self {
+        let (m, k) = a.dim();
+        assert!(m > 0 && k > 0, "cannot pack an empty {m} x {k} matrix");
+        assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
+        let mr = isa.tile().0;
+        let panels = m.div_ceil(mr);
+        let mut data = vec![0f32; panels * mr * k];
+        for (p, panel) in data.chunks_exact_mut(mr * k).enumerate() {
+            for (kk, column) in panel.chunks_exact_mut(mr).enumerate() {
+                for (i, x) in column.iter_mut().enumerate() {
+                    if let Some(&v) = a.get((p * mr + i, kk)) {
+                        *x = v;
+                    }
+                }
+            }
+        }
+        PackedWeights { isa, m, k, data }
+    }
+
+    /// Rows (`M`).
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Depth (`K`).
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+
+    /// The instruction set it was packed for.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Panel `p` from depth `k0` on.
+    fn panel(&self, p: usize, k0: usize) -> &[f32] {
+        let mr = self.isa.tile().0;
+        &self.data[p * mr * self.k + k0 * mr..(p + 1) * mr * self.k]
+    }
+}
+
+/// A source of `B` (`K x N`) that packs itself into `NR`-column panels.
+pub trait PackB: Sync {
+    /// Packs rows `k0..k0 + kc` and columns `n0..n0 + nc` of `B` into `out`:
+    /// panel `j` (columns `n0 + j * nr ..`) at `out[j * kc * nr ..]`, `nr`
+    /// values per row; columns past `n0 + nc` are zero.
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]);
+}
+
+/// A row-major matrix as `B`: row `k` starts at `data[k * ld]`.
+#[derive(Clone, Copy, Debug)]
+pub struct DenseB<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// Distance between rows.
+    pub ld: usize,
+}
+
+impl PackB for DenseB<'_> {
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
+        for (j, panel) in out[..nc.div_ceil(nr) * kc * nr]
+            .chunks_exact_mut(kc * nr)
+            .enumerate()
+        {
+            let col = n0 + j * nr;
+            let width = nr.min(n0 + nc - col);
+            for (k, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                let start = (k0 + k) * self.ld + col;
+                dst[..width].copy_from_slice(&self.data[start..start + width]);
+                dst[width..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// What is applied to each element of `C` after the product:
+/// `relu(c + bias[row] + residual[row][col])`, each part optional.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// One value per row of `C` (a folded batch norm's shift).
+    pub bias: Option<&'a [f32]>,
+    /// Added element by element.
+    pub residual: Option<Residual<'a>>,
+    /// Clamp at zero last.
+    pub relu: bool,
+}
+
+/// A residual added to `C`: row `i < rows` starts at `data[i * ld]`; rows
+/// from `rows` on add nothing, which is the paper's zero-padded shortcut
+/// (option A) when the residual has fewer channels than the output.
+#[derive(Clone, Copy, Debug)]
+pub struct Residual<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// Distance between rows.
+    pub ld: usize,
+    /// Rows present.
+    pub rows: usize,
+}
+
+impl Epilogue<'_> {
+    fn is_identity(&self) -> bool {
+        self.bias.is_none() && self.residual.is_none() && !self.relu
+    }
+
+    /// Applies to rows `m0..m0 + mr`, columns `n0..n0 + nr` of `C`.
+    ///
+    /// # Safety
+    /// `c` must point at element `(m0, n0)` of `C` with rows at stride `ldc`,
+    /// valid for `mr` rows of `nr` elements.
+    unsafe fn apply(&self, m0: usize, mr: usize, n0: usize, nr: usize, c: *mut f32, ldc: usize) {
+        if self.is_identity() {
+            return;
+        }
+        for i in 0..mr {
+            // SAFETY: row `i < mr` of the tile holds `nr` elements (the caller's contract).
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr) };
+            let m = m0 + i;
+            if let Some(bias) = self.bias {
+                let b = bias[m];
+                row.iter_mut().for_each(|x| *x += b);
+            }
+            if let Some(r) = self.residual.filter(|r| m < r.rows) {
+                let add = &r.data[m * r.ld + n0..m * r.ld + n0 + nr];
+                row.iter_mut().zip(add).for_each(|(x, a)| *x += a);
+            }
+            if self.relu {
+                row.iter_mut().for_each(|x| *x = x.max(0.0));
+            }
+        }
+    }
+}
+
+/// One product `C = epilogue(A · B)`, `C` at `c` with rows at stride `ldc`.
+pub(crate) struct Job<'a, B> {
+    pub a: &'a PackedWeights,
+    pub b: B,
+    pub n: usize,
+    pub c: SendPtr,
+    pub ldc: usize,
+    pub epilogue: Epilogue<'a>,
+}
+
+/// A pointer to one job's `C`, shared by the tasks that write its disjoint blocks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: tasks write disjoint blocks of `C` (`run_jobs` splits each job's
+// rows and columns without overlap), and jobs' `C`s are disjoint by the
+// contract of `run_jobs`.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above; the pointer is only dereferenced inside its own task's block.
+unsafe impl Sync for SendPtr {}
+
+/// A block of one job's `C`.
+#[derive(Clone, Copy, Debug)]
+struct Task {
+    job: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
+/// Computes every job, spread over `threads` threads.
+///
+/// # Safety
+/// Each job's `C` must be valid for writes of `a.rows()` rows of `n` elements
+/// at stride `ldc`, and no two jobs' `C`s may overlap each other or any
+/// input. All jobs' weights must be packed for one instruction set.
+pub(crate) unsafe fn run_jobs<B: PackB>(
+    jobs: &[Job<'_, B>],
+    workspace: &mut [f32],
+    threads: usize,
+) {
+    let Some(first) = jobs.first() else { return };
+    let isa = first.a.isa;
+    let threads = threads.max(1);
+    assert!(
+        workspace.len() >= workspace_len(threads),
+        "workspace of {} floats is less than the {} that {threads} threads need",
+        workspace.len(),
+        workspace_len(threads)
+    );
+    let tasks = split(jobs, isa, threads);
+    let per_thread = tasks.len().div_ceil(threads);
+    let work = |(chunk, buffer): (&[Task], &mut [f32])| {
+        // SAFETY: forwarded from the caller; `isa` is supported because packing checked it.
+        unsafe {
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => worker::<Avx512, B>(jobs, chunk, buffer),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => worker::<Avx2, B>(jobs, chunk, buffer),
+                _ => worker::<Portable, B>(jobs, chunk, buffer),
+            }
+        }
+    };
+    if threads == 1 || tasks.len() == 1 {
+        work((&tasks, &mut workspace[..KC * NC]));
+    } else {
+        rayon::scope(|s| {
+            for item in tasks
+                .chunks(per_thread)
+                .zip(workspace.chunks_exact_mut(KC * NC))
+            {
+                s.spawn(move |_| work(item));
+            }
+        });
+    }
+}
+
+/// Splits every job into blocks of `C`: at most `MC` rows and `NC` columns,
+/// narrower when a job is too small to give each thread a few blocks.
+fn split<B>(jobs: &[Job<'_, B>], isa: Isa, threads: usize) -> Vec<Task> {
+    let (mr, nr) = isa.tile();
+    let mc = (MC / mr).max(1) * mr;
+    let mut tasks = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let (m, n) = (job.a.m, job.n);
+        let row_blocks = m.div_ceil(mc);
+        let wanted = (2 * threads)
+            .div_ceil(jobs.len())
+            .div_ceil(row_blocks)
+            .max(1);
+        let nc = n.div_ceil(wanted).next_multiple_of(nr).clamp(nr, NC);
+        for c0 in (0..n).step_by(nc) {
+            for r0 in (0..m).step_by(mc) {
+                tasks.push(Task {
+                    job: j,
+                    rows: (r0, (r0 + mc).min(m)),
+                    cols: (c0, (c0 + nc).min(n)),
+                });
+            }
+        }
+    }
+    tasks
+}
+
+/// Runs `tasks` on one thread, with `buffer` for packing `B`.
+///
+/// # Safety
+/// As [`run_jobs`]; the CPU supports `K`'s instruction set.
+unsafe fn worker<K: MicroKernel, B: PackB>(
+    jobs: &[Job<'_, B>],
+    tasks: &[Task],
+    buffer: &mut [f32],
+) {
+    let mut tile = [0f32; MAX_TILE];
+    for task in tasks {
+        let job = &jobs[task.job];
+        let ((m0, m1), (n0, n1)) = (task.rows, task.cols);
+        let depth = job.a.k;
+        for k0 in (0..depth).step_by(KC) {
+            let kc = KC.min(depth - k0);
+            let (accumulate, last) = (k0 > 0, k0 + kc == depth);
+            job.b.pack(k0, kc, n0, n1 - n0, K::NR, buffer);
+            for (p, j0) in (n0..n1).step_by(K::NR).enumerate() {
+                let nr = K::NR.min(n1 - j0);
+                let b = buffer[p * kc * K::NR..].as_ptr();
+                for i0 in (m0..m1).step_by(K::MR) {
+                    let mr = K::MR.min(m1 - i0);
+                    let a = job.a.panel(i0 / K::MR, k0).as_ptr();
+                    // SAFETY: `(i0, j0)` lies in this task's block of `C`, which is
+                    // valid and written by this task alone (the caller's contract).
+                    let c = unsafe { job.c.0.add(i0 * job.ldc + j0) };
+                    // SAFETY: the panels hold `kc` steps (packing), and full tiles
+                    // fit in `C`; partial ones go through `tile`, `MR x NR` floats.
+                    unsafe {
+                        if mr == K::MR && nr == K::NR {
+                            K::run(kc, a, b, c, job.ldc, accumulate);
+                        } else {
+                            for i in 0..mr {
+                                for j in 0..nr {
+                                    tile[i * K::NR + j] = if accumulate {
+                                        *c.add(i * job.ldc + j)
+                                    } else {
+                                        0.0
+                                    };
+                                }
+                            }
+                            K::run(kc, a, b, tile.as_mut_ptr(), K::NR, accumulate);
+                            for i in 0..mr {
+                                for j in 0..nr {
+                                    *c.add(i * job.ldc + j) = tile[i * K::NR + j];
+                                }
+                            }
+                        }
+                        if last {
+                            job.epilogue.apply(i0, mr, j0, nr, c, job.ldc);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `C = epilogue(A · B)` for a row-major `B` (`K x N`) and `C` (`M x N`),
+/// with `threads` threads and a workspace of at least
+/// [`workspace_len`]`(threads)` floats.
+///
+/// # Panics
+/// If the shapes disagree, `B` or `C` is not row-major with unit column
+/// stride, a residual or bias is too short, or the workspace is too small.
+pub fn gemm(
+    a: &PackedWeights,
+    b: ArrayView2<f32>,
+    mut c: ArrayViewMut2<f32>,
+    epilogue: &Epilogue,
+    workspace: &mut [f32],
+    threads: usize,
+) {
+    let ((m, k), (kb, n)) = ((a.m, a.k), b.dim());
+    assert_eq!(
+        (kb, c.dim()),
+        (k, (m, n)),
+        "A is {m} x {k}, B {kb} x {n}, C {:?}",
+        c.dim()
+    );
+    if n == 0 {
+        return;
+    }
+    let b_rows = b.as_slice_memory_order().filter(|_| b.is_standard_layout());
+    let b_rows = b_rows.expect("B must be row-major and contiguous");
+    assert!(c.strides()[1] == 1, "C must have unit column stride");
+    check_epilogue(epilogue, m, n);
+    let ldc = c.strides()[0] as usize;
+    let job = Job {
+        a,
+        b: DenseB {
+            data: b_rows,
+            ld: n,
+        },
+        n,
+        c: SendPtr(c.as_mut_ptr()),
+        ldc,
+        epilogue: *epilogue,
+    };
+    // SAFETY: `C` is borrowed mutably for `m` rows of `n` at stride `ldc`, and
+    // cannot overlap `B` or the epilogue's inputs, which are borrowed shared.
+    unsafe { run_jobs(&[job], workspace, threads) };
+}
+
+/// Checks that the epilogue's inputs cover `rows x cols`.
+pub(crate) fn check_epilogue(epilogue: &Epilogue, rows: usize, cols: usize) {
+    if let Some(bias) = epilogue.bias {
+        assert!(
+            bias.len() >= rows,
+            "bias has {} values for {rows} rows",
+            bias.len()
+        );
+    }
+    if let Some(r) = epilogue.residual {
+        let present = r.rows.min(rows);
+        assert!(
+            present == 0 || (r.ld >= cols && r.data.len() >= (present - 1) * r.ld + cols),
+            "residual of {} floats at stride {} is too small for {present} x {cols}",
+            r.data.len(),
+            r.ld
+        );
+    }
+}

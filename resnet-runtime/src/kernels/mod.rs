@@ -1,0 +1,16 @@
+//! CPU kernels on NCHW `f32` tensors: packed SIMD GEMM with fused
+//! epilogues, convolutions built on it, pooling, the classifier head and
+//! the element-wise ops around them.
+//!
+//! Scratch memory comes from the caller (`workspace_len` says how much), so
+//! no kernel allocates on the hot path, and results are bit-identical for
+//! any number of threads.
+
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+mod micro;
+pub mod pool;
+
+pub use conv::{Conv2d, ConvParams, ConvStrategy};
+pub use gemm::{gemm, workspace_len, DenseB, Epilogue, Isa, PackB, PackedWeights, Residual};

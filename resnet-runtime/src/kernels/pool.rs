@@ -1,0 +1,115 @@
+//! Pooling and the classifier head.
+
+use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
+use rayon::prelude::*;
+
+/// Max pooling over `kernel x kernel` windows with `stride` and `padding`
+/// (padding never wins, as in PyTorch): `x` is `[N, C, H, W]`, `out`
+/// `[N, C, OH, OW]` with `OH = (H + 2 * padding - kernel) / stride + 1`.
+///
+/// # Panics
+/// If the shapes disagree or a window would lie wholly in the padding
+/// (`padding >= kernel`).
+pub fn max_pool2d(
+    x: ArrayView4<f32>,
+    mut out: ArrayViewMut4<f32>,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) {
+    let (n, c, h, w) = x.dim();
+    assert!(
+        kernel > padding && stride > 0 && h + 2 * padding >= kernel && w + 2 * padding >= kernel
+    );
+    let (oh, ow) = (
+        (h + 2 * padding - kernel) / stride + 1,
+        (w + 2 * padding - kernel) / stride + 1,
+    );
+    assert_eq!(
+        out.dim(),
+        (n, c, oh, ow),
+        "max pool output for input {:?}",
+        x.dim()
+    );
+    let x = x.to_slice().expect("input in standard layout");
+    let out = out.as_slice_mut().expect("output in standard layout");
+    // Window `o` covers `o * stride - padding ..` clipped to `0..len`.
+    let window = |o: usize, len: usize| {
+        let start = (o * stride).saturating_sub(padding);
+        let end = (o * stride + kernel - padding).min(len);
+        start..end
+    };
+    out.par_chunks_mut(oh * ow)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(out, plane)| {
+            for oy in 0..oh {
+                let rows = window(oy, h);
+                for ox in 0..ow {
+                    let cols = window(ox, w);
+                    let mut m = f32::NEG_INFINITY;
+                    for y in rows.clone() {
+                        for &v in &plane[y * w + cols.start..y * w + cols.end] {
+                            m = m.max(v);
+                        }
+                    }
+                    out[oy * ow + ox] = m;
+                }
+            }
+        });
+}
+
+/// The classifier head, fused: global average pooling then a linear layer,
+/// `out[n][k] = bias[k] + sum_c weight[k][c] * mean(x[n][c])`.
+///
+/// `x` is `[N, C, H, W]`, `weight` `[K, C]` (standard layout, PyTorch's
+/// `fc.weight`), `bias` `[K]`, `out` `[N, K]`; `means` is scratch of at
+/// least `C` floats.
+///
+/// # Panics
+/// If the shapes disagree or a tensor is not in standard layout.
+pub fn avg_pool_linear(
+    x: ArrayView4<f32>,
+    weight: ArrayView2<f32>,
+    bias: ArrayView1<f32>,
+    mut out: ArrayViewMut2<f32>,
+    means: &mut [f32],
+) {
+    let (n, c, h, w) = x.dim();
+    let k = weight.dim().0;
+    assert_eq!(weight.dim(), (k, c), "fc weight for {c} channels");
+    assert_eq!(
+        (bias.len(), out.dim()),
+        (k, (n, k)),
+        "fc bias and output for {k} classes"
+    );
+    let weight = weight.to_slice().expect("weight in standard layout");
+    let means = &mut means[..c];
+    let scale = 1.0 / (h * w) as f32;
+    for (image, mut logits) in x.axis_iter(Axis(0)).zip(out.axis_iter_mut(Axis(0))) {
+        let planes = image.to_slice().expect("input in standard layout");
+        for (m, plane) in means.iter_mut().zip(planes.chunks_exact(h * w)) {
+            *m = plane.iter().sum::<f32>() * scale;
+        }
+        for ((logit, row), b) in logits.iter_mut().zip(weight.chunks_exact(c)).zip(bias) {
+            *logit = b + dot(row, means);
+        }
+    }
+}
+
+/// A dot product in 16 interleaved partial sums, so it vectorises.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (a_chunks, b_chunks) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..16 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,452 @@
+//! Every kernel against a naive f64 reference, on randomized shapes (odd
+//! sizes, strides 1 and 2, padding, groups, batches), with every
+//! instruction set this CPU supports; and 1 thread against 2, bit for bit.
+
+use ndarray::{s, Array, Array1, Array2, Array4, ArrayView2, ArrayView4, Dimension, ShapeBuilder};
+use resnet_runtime::kernels::elementwise::{channel_affine, fold_batch_norm, subsample, BN_EPS};
+use resnet_runtime::kernels::pool::{avg_pool_linear, max_pool2d};
+use resnet_runtime::kernels::{
+    gemm, workspace_len, Conv2d, ConvParams, ConvStrategy, Epilogue, Isa, PackedWeights, Residual,
+};
+
+/// SplitMix64: a small deterministic generator, so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn int(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// Uniform in `[-1, 1)`.
+    fn float(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    fn array<D: Dimension>(&mut self, shape: impl ShapeBuilder<Dim = D>) -> Array<f32, D> {
+        Array::from_shape_simple_fn(shape, || self.float())
+    }
+}
+
+/// Asserts `got` matches the f64 `want` to within `tol` of each element's
+/// magnitude scale `scale` (the sum of |terms| that made it).
+fn assert_close<D: Dimension>(
+    got: &Array<f32, D>,
+    want: &Array<f64, D>,
+    scale: &Array<f64, D>,
+    tol: f64,
+    what: &str,
+) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    for ((g, w), s) in got.iter().zip(want).zip(scale) {
+        let err = (*g as f64 - w).abs();
+        assert!(
+            err <= tol * (s + 1e-3),
+            "{what}: got {g}, want {w} (scale {s})"
+        );
+    }
+}
+
+/// `relu(a · b + bias + residual)` in f64, and the sum of |terms| per element.
+fn reference_gemm(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    bias: &[f32],
+    residual: Option<(&Array2<f32>, usize)>,
+    relu: bool,
+) -> (Array2<f64>, Array2<f64>) {
+    let (m, n) = (a.dim().0, b.dim().1);
+    let mut out = Array2::zeros((m, n));
+    let mut scale = Array2::zeros((m, n));
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = bias[i] as f64;
+            let mut mag = (bias[i] as f64).abs();
+            for k in 0..a.dim().1 {
+                let t = a[(i, k)] as f64 * b[(k, j)] as f64;
+                acc += t;
+                mag += t.abs();
+            }
+            if let Some((r, rows)) = residual {
+                if i < rows {
+                    acc += r[(i, j)] as f64;
+                    mag += (r[(i, j)] as f64).abs();
+                }
+            }
+            out[(i, j)] = if relu { acc.max(0.0) } else { acc };
+            scale[(i, j)] = mag;
+        }
+    }
+    (out, scale)
+}
+
+#[test]
+fn gemm_matches_f64_reference_on_every_isa_and_thread_count() {
+    let mut rng = Rng(1);
+    for case in 0..40 {
+        let (m, k, n) = (rng.int(1, 70), rng.int(1, 600), rng.int(1, 700));
+        let a = rng.array((m, k));
+        let b = rng.array((k, n));
+        let bias: Vec<f32> = (0..m).map(|_| rng.float()).collect();
+        let res_rows = rng.int(0, m);
+        let residual = rng.array((m, n));
+        let relu = case % 2 == 0;
+        let with_residual = case % 3 != 0;
+        let (want, scale) = reference_gemm(
+            a.view(),
+            b.view(),
+            &bias,
+            with_residual.then_some((&residual, res_rows)),
+            relu,
+        );
+        let epilogue = Epilogue {
+            bias: Some(&bias),
+            residual: with_residual.then_some(Residual {
+                data: residual.as_slice().unwrap(),
+                ld: n,
+                rows: res_rows,
+            }),
+            relu,
+        };
+        let mut workspace = vec![0.0; workspace_len(2)];
+        for isa in Isa::supported() {
+            let packed = PackedWeights::new(isa, a.view());
+            let mut outs = Vec::new();
+            for threads in [1, 2] {
+                let mut c = Array2::from_elem((m, n), f32::NAN);
+                gemm(
+                    &packed,
+                    b.view(),
+                    c.view_mut(),
+                    &epilogue,
+                    &mut workspace,
+                    threads,
+                );
+                assert_close(
+                    &c,
+                    &want,
+                    &scale,
+                    1e-6,
+                    &format!("gemm {m}x{k}x{n} {isa:?} {threads} threads"),
+                );
+                outs.push(c);
+            }
+            assert!(
+                outs[0] == outs[1],
+                "gemm {m}x{k}x{n} {isa:?}: 1 and 2 threads differ"
+            );
+        }
+    }
+}
+
+/// Direct convolution in f64: output and per-element magnitude scale.
+fn reference_conv(
+    p: &ConvParams,
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: &[f32],
+) -> (Array4<f64>, Array4<f64>) {
+    let (oh, ow) = p.out_hw();
+    let n = x.dim().0;
+    let (cin, cout) = (p.in_channels / p.groups, p.out_channels / p.groups);
+    let mut out = Array4::zeros((n, p.out_channels, oh, ow));
+    let mut scale = Array4::zeros((n, p.out_channels, oh, ow));
+    for b in 0..n {
+        for o in 0..p.out_channels {
+            let g = o / cout;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut acc, mut mag) = (bias[o] as f64, (bias[o] as f64).abs());
+                    for c in 0..cin {
+                        for ky in 0..p.kernel {
+                            for kx in 0..p.kernel {
+                                let iy = (oy * p.stride + ky) as isize - p.padding as isize;
+                                let ix = (ox * p.stride + kx) as isize - p.padding as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= p.in_h as isize
+                                    || ix >= p.in_w as isize
+                                {
+                                    continue;
+                                }
+                                let t = x[(b, g * cin + c, iy as usize, ix as usize)] as f64
+                                    * w[(o, c, ky, kx)] as f64;
+                                acc += t;
+                                mag += t.abs();
+                            }
+                        }
+                    }
+                    out[(b, o, oy, ox)] = acc;
+                    scale[(b, o, oy, ox)] = mag;
+                }
+            }
+        }
+    }
+    (out, scale)
+}
+
+fn random_conv(rng: &mut Rng) -> ConvParams {
+    let kernel = [1, 1, 3, 3, 3, 5, 7][rng.int(0, 6)];
+    let groups = [1, 1, 1, 2, 4][rng.int(0, 4)];
+    ConvParams {
+        in_channels: groups * rng.int(1, 12),
+        out_channels: groups * rng.int(1, 20),
+        kernel,
+        stride: rng.int(1, 2),
+        padding: rng.int(0, kernel / 2),
+        groups,
+        in_h: rng.int(kernel, 19),
+        in_w: rng.int(kernel, 23),
+    }
+}
+
+#[test]
+fn convolutions_match_f64_reference_on_every_isa_and_thread_count() {
+    let mut rng = Rng(2);
+    let mut pointwise = 0;
+    for case in 0..60 {
+        let mut p = random_conv(&mut rng);
+        if case % 6 == 0 {
+            // The 1x1 stride-1 fast path.
+            (p.kernel, p.stride, p.padding) = (1, 1, 0);
+        }
+        let batch = rng.int(1, 3);
+        let (oh, ow) = p.out_hw();
+        let x = rng.array((batch, p.in_channels, p.in_h, p.in_w));
+        let w = rng.array((p.out_channels, p.in_channels / p.groups, p.kernel, p.kernel));
+        let bias: Array1<f32> = rng.array(p.out_channels);
+        let (mut want, mut scale) =
+            reference_conv(&p, x.view(), w.view(), bias.as_slice().unwrap());
+        // A residual with up to all output channels; the rest are zero-padded.
+        let res_channels = rng.int(0, p.out_channels);
+        let residual = rng.array((batch, res_channels, oh, ow));
+        let relu = case % 2 == 1;
+        for ((b, o, y, x), v) in want.indexed_iter_mut() {
+            if o < res_channels {
+                *v += residual[(b, o, y, x)] as f64;
+                scale[(b, o, y, x)] += (residual[(b, o, y, x)] as f64).abs();
+            }
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
+        let mut workspace = vec![0.0; Conv2d::workspace_len(2)];
+        for isa in Isa::supported() {
+            let conv = Conv2d::with_isa(isa, p, w.view(), Some(bias.view()));
+            pointwise += (conv.strategy() == ConvStrategy::Pointwise) as usize;
+            let mut outs = Vec::new();
+            for threads in [1, 2] {
+                let mut out = Array4::from_elem((batch, p.out_channels, oh, ow), f32::NAN);
+                conv.forward(
+                    x.view(),
+                    out.view_mut(),
+                    Some(residual.view()),
+                    relu,
+                    &mut workspace,
+                    threads,
+                );
+                assert_close(
+                    &out,
+                    &want,
+                    &scale,
+                    1e-6,
+                    &format!("{p:?} batch {batch} {isa:?} {threads} threads"),
+                );
+                outs.push(out);
+            }
+            assert!(outs[0] == outs[1], "{p:?} {isa:?}: 1 and 2 threads differ");
+        }
+    }
+    assert!(pointwise >= 10, "the pointwise path ran {pointwise} times");
+}
+
+#[test]
+fn simd_kernels_agree_with_the_portable_kernel() {
+    let mut rng = Rng(3);
+    let p = ConvParams {
+        in_channels: 64,
+        out_channels: 96,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        groups: 1,
+        in_h: 28,
+        in_w: 28,
+    };
+    let x = rng.array((2, 64, 28, 28));
+    let w = rng.array((96, 64, 3, 3));
+    let mut workspace = vec![0.0; Conv2d::workspace_len(2)];
+    let run = |isa| {
+        let mut out = Array4::zeros((2, 96, 28, 28));
+        Conv2d::with_isa(isa, p, w.view(), None).forward(
+            x.view(),
+            out.view_mut(),
+            None,
+            false,
+            &mut workspace.clone(),
+            2,
+        );
+        out
+    };
+    let portable = run(Isa::Portable);
+    for isa in Isa::supported() {
+        let out = run(isa);
+        let worst = out
+            .iter()
+            .zip(&portable)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        // 576-term sums of products of [-1, 1) values: |sum| <~ 30, f32 rounding ~1e-5.
+        assert!(
+            worst < 1e-4,
+            "{isa:?} differs from the portable kernel by {worst}"
+        );
+    }
+    workspace.clear();
+}
+
+#[test]
+fn max_pool_matches_a_direct_loop() {
+    let mut rng = Rng(4);
+    for _ in 0..20 {
+        let (k, stride) = (rng.int(1, 3), rng.int(1, 2));
+        let pad = rng.int(0, k - 1);
+        let (n, c, h, w) = (rng.int(1, 2), rng.int(1, 5), rng.int(k, 13), rng.int(k, 11));
+        let x = rng.array((n, c, h, w));
+        let (oh, ow) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        let mut out = Array4::zeros((n, c, oh, ow));
+        max_pool2d(x.view(), out.view_mut(), k, stride, pad);
+        for ((b, ch, oy, ox), &got) in out.indexed_iter() {
+            let mut want = f32::NEG_INFINITY;
+            for ky in 0..k {
+                for kx in 0..k {
+                    let (iy, ix) = (
+                        (oy * stride + ky) as isize - pad as isize,
+                        (ox * stride + kx) as isize - pad as isize,
+                    );
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                        want = want.max(x[(b, ch, iy as usize, ix as usize)]);
+                    }
+                }
+            }
+            assert_eq!(got, want, "k{k} s{stride} p{pad} at {:?}", (b, ch, oy, ox));
+        }
+    }
+    // torchvision's stem pool: 112 -> 56.
+    let mut out = Array4::zeros((1, 1, 56, 56));
+    max_pool2d(
+        Array4::zeros((1, 1, 112, 112)).view(),
+        out.view_mut(),
+        3,
+        2,
+        1,
+    );
+}
+
+#[test]
+fn pooled_classifier_matches_a_direct_loop() {
+    let mut rng = Rng(5);
+    let (n, c, h, w, k) = (3, 37, 5, 7, 11);
+    let x = rng.array((n, c, h, w));
+    let weight = rng.array((k, c));
+    let bias = rng.array(k);
+    let mut out = Array2::zeros((n, k));
+    avg_pool_linear(
+        x.view(),
+        weight.view(),
+        bias.view(),
+        out.view_mut(),
+        &mut vec![0.0; c],
+    );
+    for ((b, class), &got) in out.indexed_iter() {
+        let mut want = bias[class] as f64;
+        for ch in 0..c {
+            let mean = x
+                .slice(s![b, ch, .., ..])
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>()
+                / (h * w) as f64;
+            want += weight[(class, ch)] as f64 * mean;
+        }
+        assert!(
+            (got as f64 - want).abs() < 1e-5,
+            "logit {b},{class}: {got} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn folded_batch_norm_equals_convolution_then_batch_norm() {
+    let mut rng = Rng(6);
+    let p = ConvParams {
+        in_channels: 5,
+        out_channels: 7,
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+        groups: 1,
+        in_h: 9,
+        in_w: 8,
+    };
+    let x = rng.array((2, 5, 9, 8));
+    let w = rng.array((7, 5, 3, 3));
+    let gamma = rng.array(7);
+    let beta = rng.array(7);
+    let mean = rng.array(7);
+    let var = rng.array(7).mapv(|v: f32| v.abs() + 0.1);
+    let (folded_w, folded_b) = fold_batch_norm(
+        w.view(),
+        gamma.view(),
+        beta.view(),
+        mean.view(),
+        var.view(),
+        BN_EPS,
+    );
+    let (oh, ow) = p.out_hw();
+    let mut out = Array4::zeros((2, 7, oh, ow));
+    let conv = Conv2d::new(p, folded_w.view(), Some(folded_b.view()));
+    conv.forward(
+        x.view(),
+        out.view_mut(),
+        None,
+        false,
+        &mut vec![0.0; Conv2d::workspace_len(1)],
+        1,
+    );
+    let (plain, scale) = reference_conv(&p, x.view(), w.view(), &[0.0; 7]);
+    for ((b, o, y, xx), &got) in out.indexed_iter() {
+        let inv = 1.0 / (var[o] as f64 + BN_EPS as f64).sqrt();
+        let want = (plain[(b, o, y, xx)] - mean[o] as f64) * inv * gamma[o] as f64 + beta[o] as f64;
+        let tol = 1e-5 * (scale[(b, o, y, xx)] * inv * (gamma[o] as f64).abs() + 1.0);
+        assert!((got as f64 - want).abs() < tol, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn channel_affine_and_subsample() {
+    let mut rng = Rng(7);
+    let x = rng.array((2, 3, 5, 4));
+    let (scale, shift) = ([2.0, -1.0, 0.5], [0.25, 0.0, -3.0]);
+    let mut out = Array4::zeros((2, 3, 5, 4));
+    channel_affine(x.view(), &scale, &shift, true, out.view_mut());
+    for ((b, c, y, xx), &got) in out.indexed_iter() {
+        assert_eq!(got, x[(b, c, y, xx)].mul_add(scale[c], shift[c]).max(0.0));
+    }
+    let mut half = Array4::zeros((2, 3, 3, 2));
+    subsample(x.view(), 2, half.view_mut());
+    for ((b, c, y, xx), &got) in half.indexed_iter() {
+        assert_eq!(got, x[(b, c, 2 * y, 2 * xx)]);
+    }
+}
