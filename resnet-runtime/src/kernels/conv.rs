@@ -317,25 +317,18 @@ impl PackB for Patches<'_> {
                         seg.fill(0.0);
                     } else {
                         let row = &plane[iy * in_w..][..in_w];
+                        // ix = x0 + t * stride: zeros, an in-bounds run, zeros.
                         let x0 = (ox * stride + kx) as isize - padding as isize;
-                        if stride == 1 {
-                            // ix = x0 + t: zeros, a copied run, zeros.
-                            let lo = (-x0).clamp(0, run as isize) as usize;
-                            let hi = (in_w as isize - x0).clamp(lo as isize, run as isize) as usize;
-                            seg[..lo].fill(0.0);
-                            if hi > lo {
-                                let from = (x0 + lo as isize) as usize;
+                        let (lo, hi) = in_bounds(x0, stride, in_w, run);
+                        seg[..lo].fill(0.0);
+                        seg[hi..].fill(0.0);
+                        if hi > lo {
+                            let from = (x0 + (lo * stride) as isize) as usize;
+                            if stride == 1 {
                                 seg[lo..hi].copy_from_slice(&row[from..from + (hi - lo)]);
-                            }
-                            seg[hi..].fill(0.0);
-                        } else {
-                            for (t, v) in seg.iter_mut().enumerate() {
-                                let ix = x0 + (t * stride) as isize;
-                                *v = if (0..in_w as isize).contains(&ix) {
-                                    row[ix as usize]
-                                } else {
-                                    0.0
-                                };
+                            } else {
+                                let src = row[from..].iter().step_by(stride);
+                                seg[lo..hi].iter_mut().zip(src).for_each(|(v, &x)| *v = x);
                             }
                         }
                     }
@@ -346,4 +339,18 @@ impl PackB for Patches<'_> {
             }
         }
     }
+}
+
+/// The `t` in `0..run` for which `x0 + t * stride` lies in `0..len`, as
+/// `lo..hi` (empty when none does).
+fn in_bounds(x0: isize, stride: usize, len: usize, run: usize) -> (usize, usize) {
+    let s = stride as isize;
+    let lo = if x0 < 0 { (-x0 + s - 1) / s } else { 0 };
+    let hi = if x0 >= len as isize {
+        0
+    } else {
+        (len as isize - x0 + s - 1) / s
+    };
+    let lo = (lo as usize).min(run);
+    (lo, (hi as usize).clamp(lo, run))
 }

@@ -14,14 +14,15 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::micro::{Avx2, Avx512};
-use super::micro::{MicroKernel, Portable};
+use super::micro::{MicroKernel, Portable, TileEpilogue};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::sync::OnceLock;
 
 /// Depth of one packed block of `B` (rows of `K`).
 pub const KC: usize = 256;
-/// Rows of `C` in one task (rounded down to a multiple of the kernel's `MR`).
-const MC: usize = 128;
+/// Most rows of `C` in one task: its `MC x KC` block of `A` stays in L2
+/// while each `KC x NR` panel of `B` is swept over it from L1.
+const MC: usize = 512;
 /// Most columns of `C` in one task: `KC x NC` packed floats stay in L2.
 pub const NC: usize = 512;
 /// The largest `MR x NR` of any kernel.
@@ -30,8 +31,13 @@ const MAX_TILE: usize = 8 * 32;
 /// Floats of workspace that [`gemm`] and the convolutions need for
 /// `threads` threads: one packed block of `B` per thread.
 pub const fn workspace_len(threads: usize) -> usize {
-    threads * KC * NC
+    threads * BUFFER
 }
+
+/// One thread's packing buffer, with room to align it to a cache line.
+const BUFFER: usize = KC * NC + ALIGN;
+/// Floats in a 64-byte cache line.
+const ALIGN: usize = 16;
 
 /// The instruction set a micro-kernel uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -213,6 +219,18 @@ impl Epilogue<'_> {
         self.bias.is_none() && self.residual.is_none() && !self.relu
     }
 
+    /// The epilogue of the full tile at `(m0, n0)`, for the micro-kernel.
+    fn tile(&self, m0: usize, n0: usize) -> TileEpilogue {
+        let residual = self.residual.filter(|r| m0 < r.rows);
+        TileEpilogue {
+            bias: self.bias.map_or(std::ptr::null(), |b| b[m0..].as_ptr()),
+            residual: residual.map_or(std::ptr::null(), |r| r.data[m0 * r.ld + n0..].as_ptr()),
+            residual_ld: residual.map_or(0, |r| r.ld),
+            residual_rows: residual.map_or(0, |r| r.rows - m0),
+            relu: self.relu,
+        }
+    }
+
     /// Applies to rows `m0..m0 + mr`, columns `n0..n0 + nr` of `C`.
     ///
     /// # Safety
@@ -292,6 +310,8 @@ pub(crate) unsafe fn run_jobs<B: PackB>(
     let tasks = split(jobs, isa, threads);
     let per_thread = tasks.len().div_ceil(threads);
     let work = |(chunk, buffer): (&[Task], &mut [f32])| {
+        let aligned = buffer.as_ptr().align_offset(64).min(ALIGN);
+        let buffer = &mut buffer[aligned..aligned + KC * NC];
         // SAFETY: forwarded from the caller; `isa` is supported because packing checked it.
         unsafe {
             match isa {
@@ -304,12 +324,12 @@ pub(crate) unsafe fn run_jobs<B: PackB>(
         }
     };
     if threads == 1 || tasks.len() == 1 {
-        work((&tasks, &mut workspace[..KC * NC]));
+        work((&tasks, &mut workspace[..BUFFER]));
     } else {
         rayon::scope(|s| {
             for item in tasks
                 .chunks(per_thread)
-                .zip(workspace.chunks_exact_mut(KC * NC))
+                .zip(workspace.chunks_exact_mut(BUFFER))
             {
                 s.spawn(move |_| work(item));
             }
@@ -317,20 +337,23 @@ pub(crate) unsafe fn run_jobs<B: PackB>(
     }
 }
 
-/// Splits every job into blocks of `C`: at most `MC` rows and `NC` columns,
-/// narrower when a job is too small to give each thread a few blocks.
+/// Splits every job into blocks of `C` of at most `MC` rows and `NC`
+/// columns, enough of them to give each thread about two. Columns are split
+/// first: a task packs its columns of `B` once per depth block, however
+/// many rows it has.
 fn split<B>(jobs: &[Job<'_, B>], isa: Isa, threads: usize) -> Vec<Task> {
     let (mr, nr) = isa.tile();
-    let mc = (MC / mr).max(1) * mr;
+    let wanted = (2 * threads).div_ceil(jobs.len());
     let mut tasks = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
         let (m, n) = (job.a.m, job.n);
-        let row_blocks = m.div_ceil(mc);
-        let wanted = (2 * threads)
-            .div_ceil(jobs.len())
+        let col_blocks = wanted.min(n.div_ceil(nr)).max(n.div_ceil(NC));
+        let nc = n.div_ceil(col_blocks).next_multiple_of(nr).min(NC);
+        let row_blocks = wanted.div_ceil(n.div_ceil(nc)).max(m.div_ceil(MC));
+        let mc = m
             .div_ceil(row_blocks)
-            .max(1);
-        let nc = n.div_ceil(wanted).next_multiple_of(nr).clamp(nr, NC);
+            .next_multiple_of(mr)
+            .min(MC / mr * mr);
         for c0 in (0..n).step_by(nc) {
             for r0 in (0..m).step_by(mc) {
                 tasks.push(Task {
@@ -375,7 +398,9 @@ unsafe fn worker<K: MicroKernel, B: PackB>(
                     // fit in `C`; partial ones go through `tile`, `MR x NR` floats.
                     unsafe {
                         if mr == K::MR && nr == K::NR {
-                            K::run(kc, a, b, c, job.ldc, accumulate);
+                            let epilogue = (last && !job.epilogue.is_identity())
+                                .then(|| job.epilogue.tile(i0, j0));
+                            K::run(kc, a, b, c, job.ldc, accumulate, epilogue.as_ref());
                         } else {
                             for i in 0..mr {
                                 for j in 0..nr {
@@ -386,15 +411,15 @@ unsafe fn worker<K: MicroKernel, B: PackB>(
                                     };
                                 }
                             }
-                            K::run(kc, a, b, tile.as_mut_ptr(), K::NR, accumulate);
+                            K::run(kc, a, b, tile.as_mut_ptr(), K::NR, accumulate, None);
                             for i in 0..mr {
                                 for j in 0..nr {
                                     *c.add(i * job.ldc + j) = tile[i * K::NR + j];
                                 }
                             }
-                        }
-                        if last {
-                            job.epilogue.apply(i0, mr, j0, nr, c, job.ldc);
+                            if last {
+                                job.epilogue.apply(i0, mr, j0, nr, c, job.ldc);
+                            }
                         }
                     }
                 }

@@ -6,9 +6,52 @@
 //! c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + sum over k < kc of a[k * MR + i] * b[k * NR + j]
 //! ```
 //!
-//! with `k` ascending, so an element's rounding never depends on threading.
+//! with `k` ascending, so an element's rounding never depends on threading,
+//! and then, given a [`TileEpilogue`], adds `bias[i]` and row `i` of the
+//! residual and clamps at zero in registers, before the tile's one store.
 //! `a` is an `MR`-row panel of the packed weights and `b` an `NR`-column
 //! panel of the packed activations (see `gemm.rs`).
+
+/// A full tile's epilogue, as raw pointers into the caller's slices.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TileEpilogue {
+    /// `MR` values, or null.
+    pub bias: *const f32,
+    /// Row 0 of the tile's residual, rows at stride `residual_ld`; or null.
+    pub residual: *const f32,
+    pub residual_ld: usize,
+    /// Rows of the tile that have a residual.
+    pub residual_rows: usize,
+    pub relu: bool,
+}
+
+impl TileEpilogue {
+    /// Bias of row `i`, or zero.
+    ///
+    /// # Safety
+    /// A non-null `bias` holds more than `i` values.
+    unsafe fn bias(&self, i: usize) -> f32 {
+        if self.bias.is_null() {
+            0.0
+        } else {
+            // SAFETY: the caller's contract.
+            unsafe { *self.bias.add(i) }
+        }
+    }
+
+    /// Residual row `i`, if it has one.
+    ///
+    /// # Safety
+    /// A non-null `residual` is valid for `residual_rows` rows of `NR` floats
+    /// at stride `residual_ld`.
+    unsafe fn residual_row(&self, i: usize) -> Option<*const f32> {
+        if self.residual.is_null() || i >= self.residual_rows {
+            return None;
+        }
+        // SAFETY: `i < residual_rows`, so the row is inside the residual.
+        Some(unsafe { self.residual.add(i * self.residual_ld) })
+    }
+}
 
 /// A micro-kernel and its tile shape.
 pub(crate) trait MicroKernel {
@@ -20,9 +63,10 @@ pub(crate) trait MicroKernel {
     /// Computes one full tile, as the module documents.
     ///
     /// # Safety
-    /// `a` must be valid for `kc * MR` reads, `b` for `kc * NR` reads, and
-    /// `c` for reads and writes of `MR` rows of `NR` elements at stride `ldc`;
-    /// the CPU must support the kernel's instruction set.
+    /// `a` must be valid for `kc * MR` reads, `b` for `kc * NR` reads, `c`
+    /// for reads and writes of `MR` rows of `NR` elements at stride `ldc`,
+    /// and `epilogue` as its methods require; the CPU must support the
+    /// kernel's instruction set.
     unsafe fn run(
         kc: usize,
         a: *const f32,
@@ -30,6 +74,7 @@ pub(crate) trait MicroKernel {
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
+        epilogue: Option<&TileEpilogue>,
     );
 }
 
@@ -47,6 +92,7 @@ impl MicroKernel for Portable {
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
+        epilogue: Option<&TileEpilogue>,
     ) {
         const MR: usize = Portable::MR;
         const NR: usize = Portable::NR;
@@ -65,12 +111,26 @@ impl MicroKernel for Portable {
                 }
             }
         }
-        for (i, row) in acc.iter().enumerate() {
+        for (i, row) in acc.iter_mut().enumerate() {
             // SAFETY: row `i < MR` of `c` holds `NR` elements (see the trait).
             let out = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), NR) };
-            for (o, &x) in out.iter_mut().zip(row) {
-                *o = if accumulate { *o + x } else { x };
+            if accumulate {
+                row.iter_mut().zip(out.iter()).for_each(|(x, o)| *x += o);
             }
+            if let Some(e) = epilogue {
+                // SAFETY: the caller guarantees the epilogue's extents (see the trait).
+                let (bias, residual) = unsafe { (e.bias(i), e.residual_row(i)) };
+                row.iter_mut().for_each(|x| *x += bias);
+                if let Some(r) = residual {
+                    // SAFETY: as above: a residual row holds `NR` floats.
+                    let r = unsafe { std::slice::from_raw_parts(r, NR) };
+                    row.iter_mut().zip(r).for_each(|(x, r)| *x += r);
+                }
+                if e.relu {
+                    row.iter_mut().for_each(|x| *x = x.max(0.0));
+                }
+            }
+            out.copy_from_slice(row);
         }
     }
 }
@@ -80,7 +140,7 @@ pub(crate) use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::MicroKernel;
+    use super::{MicroKernel, TileEpilogue};
     use std::arch::x86_64::*;
 
     /// AVX-512F: 8 rows x 32 columns, 16 zmm accumulators.
@@ -97,9 +157,10 @@ mod x86 {
             c: *mut f32,
             ldc: usize,
             accumulate: bool,
+            epilogue: Option<&TileEpilogue>,
         ) {
-            // SAFETY: the caller guarantees the CPU supports AVX-512F and the panel lengths.
-            unsafe { avx512_8x32(kc, a, b, c, ldc, accumulate) }
+            // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
+            unsafe { avx512_8x32(kc, a, b, c, ldc, accumulate, epilogue) }
         }
     }
 
@@ -111,6 +172,7 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
+        epilogue: Option<&TileEpilogue>,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; 8];
         for k in 0..kc {
@@ -127,13 +189,26 @@ mod x86 {
             }
         }
         for (i, row) in acc.iter().enumerate() {
-            // SAFETY: row `i < 8` of `c` holds 32 floats.
+            // SAFETY: row `i < 8` of `c` holds 32 floats; the epilogue's extents
+            // are the caller's contract.
             unsafe {
                 let out = c.add(i * ldc);
                 let (mut lo, mut hi) = (row[0], row[1]);
                 if accumulate {
                     lo = _mm512_add_ps(lo, _mm512_loadu_ps(out));
                     hi = _mm512_add_ps(hi, _mm512_loadu_ps(out.add(16)));
+                }
+                if let Some(e) = epilogue {
+                    let bias = _mm512_set1_ps(e.bias(i));
+                    (lo, hi) = (_mm512_add_ps(lo, bias), _mm512_add_ps(hi, bias));
+                    if let Some(r) = e.residual_row(i) {
+                        lo = _mm512_add_ps(lo, _mm512_loadu_ps(r));
+                        hi = _mm512_add_ps(hi, _mm512_loadu_ps(r.add(16)));
+                    }
+                    if e.relu {
+                        let zero = _mm512_setzero_ps();
+                        (lo, hi) = (_mm512_max_ps(lo, zero), _mm512_max_ps(hi, zero));
+                    }
                 }
                 _mm512_storeu_ps(out, lo);
                 _mm512_storeu_ps(out.add(16), hi);
@@ -155,9 +230,10 @@ mod x86 {
             c: *mut f32,
             ldc: usize,
             accumulate: bool,
+            epilogue: Option<&TileEpilogue>,
         ) {
-            // SAFETY: the caller guarantees the CPU supports AVX2 and FMA and the panel lengths.
-            unsafe { avx2_6x16(kc, a, b, c, ldc, accumulate) }
+            // SAFETY: the caller guarantees the CPU supports AVX2 and FMA, and the extents.
+            unsafe { avx2_6x16(kc, a, b, c, ldc, accumulate, epilogue) }
         }
     }
 
@@ -169,6 +245,7 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
+        epilogue: Option<&TileEpilogue>,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; 6];
         for k in 0..kc {
@@ -185,13 +262,26 @@ mod x86 {
             }
         }
         for (i, row) in acc.iter().enumerate() {
-            // SAFETY: row `i < 6` of `c` holds 16 floats.
+            // SAFETY: row `i < 6` of `c` holds 16 floats; the epilogue's extents
+            // are the caller's contract.
             unsafe {
                 let out = c.add(i * ldc);
                 let (mut lo, mut hi) = (row[0], row[1]);
                 if accumulate {
                     lo = _mm256_add_ps(lo, _mm256_loadu_ps(out));
                     hi = _mm256_add_ps(hi, _mm256_loadu_ps(out.add(8)));
+                }
+                if let Some(e) = epilogue {
+                    let bias = _mm256_set1_ps(e.bias(i));
+                    (lo, hi) = (_mm256_add_ps(lo, bias), _mm256_add_ps(hi, bias));
+                    if let Some(r) = e.residual_row(i) {
+                        lo = _mm256_add_ps(lo, _mm256_loadu_ps(r));
+                        hi = _mm256_add_ps(hi, _mm256_loadu_ps(r.add(8)));
+                    }
+                    if e.relu {
+                        let zero = _mm256_setzero_ps();
+                        (lo, hi) = (_mm256_max_ps(lo, zero), _mm256_max_ps(hi, zero));
+                    }
                 }
                 _mm256_storeu_ps(out, lo);
                 _mm256_storeu_ps(out.add(8), hi);
