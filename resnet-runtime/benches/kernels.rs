@@ -165,9 +165,14 @@ fn run(layer: &mut Layer, workspace: &mut [f32]) {
 }
 
 fn bench_convs(c: &mut Criterion) {
-    let mut workspace = vec![0.0; Conv2d::workspace_len(THREADS)];
     for batch in [1, 8] {
         let mut layers = layers(batch);
+        let most = layers
+            .iter()
+            .map(|(_, _, l)| l.conv.workspace_len(THREADS))
+            .max()
+            .unwrap_or(0);
+        let mut workspace = vec![0.0; most];
         let mut group = c.benchmark_group(format!("conv_b{batch}"));
         for (name, _, layer) in &mut layers {
             group.throughput(Throughput::Elements(layer.flops));

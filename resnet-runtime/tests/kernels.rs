@@ -209,15 +209,26 @@ fn random_conv(rng: &mut Rng) -> ConvParams {
 }
 
 #[test]
-fn convolutions_match_f64_reference_on_every_isa_and_thread_count() {
+fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
     let mut rng = Rng(2);
-    let mut pointwise = 0;
-    for case in 0..60 {
+    let strategies = [
+        ConvStrategy::Pointwise,
+        ConvStrategy::Patches,
+        ConvStrategy::Winograd,
+    ];
+    let mut ran = [0; 3];
+    for case in 0..80 {
         let mut p = random_conv(&mut rng);
-        if case % 6 == 0 {
-            // The 1x1 stride-1 fast path.
-            (p.kernel, p.stride, p.padding) = (1, 1, 0);
+        match case % 6 {
+            // The pointwise path.
+            0 => (p.kernel, p.stride, p.padding) = (1, 1, 0),
+            // The Winograd path: odd sizes and every padding.
+            1 => {
+                (p.kernel, p.stride, p.in_channels, p.groups) = (3, 1, p.in_channels / p.groups, 1)
+            }
+            _ => {}
         }
+        (p.in_h, p.in_w) = (p.in_h.max(p.kernel), p.in_w.max(p.kernel));
         let batch = rng.int(1, 3);
         let (oh, ow) = p.out_hw();
         let x = rng.array((batch, p.in_channels, p.in_h, p.in_w));
@@ -238,34 +249,43 @@ fn convolutions_match_f64_reference_on_every_isa_and_thread_count() {
                 *v = v.max(0.0);
             }
         }
-        let mut workspace = vec![0.0; Conv2d::workspace_len(2)];
         for isa in Isa::supported() {
-            let conv = Conv2d::with_isa(isa, p, w.view(), Some(bias.view()));
-            pointwise += (conv.strategy() == ConvStrategy::Pointwise) as usize;
-            let mut outs = Vec::new();
-            for threads in [1, 2] {
-                let mut out = Array4::from_elem((batch, p.out_channels, oh, ow), f32::NAN);
-                conv.forward(
-                    x.view(),
-                    out.view_mut(),
-                    Some(residual.view()),
-                    relu,
-                    &mut workspace,
-                    threads,
-                );
-                assert_close(
-                    &out,
-                    &want,
-                    &scale,
-                    1e-6,
-                    &format!("{p:?} batch {batch} {isa:?} {threads} threads"),
-                );
-                outs.push(out);
+            for strategy in strategies.into_iter().filter(|s| s.fits(&p)) {
+                ran[strategy as usize] += 1;
+                let conv = Conv2d::with_strategy(isa, strategy, p, w.view(), Some(bias.view()));
+                let mut workspace = vec![0.0; conv.workspace_len(2)];
+                let what = format!("{p:?} batch {batch} {isa:?} {strategy:?}");
+                let mut outs = Vec::new();
+                for threads in [1, 2] {
+                    let mut out = Array4::from_elem((batch, p.out_channels, oh, ow), f32::NAN);
+                    conv.forward(
+                        x.view(),
+                        out.view_mut(),
+                        Some(residual.view()),
+                        relu,
+                        &mut workspace,
+                        threads,
+                    );
+                    // Winograd's transforms add a few roundings per term.
+                    let tol = if strategy == ConvStrategy::Winograd {
+                        1e-5
+                    } else {
+                        1e-6
+                    };
+                    assert_close(
+                        &out,
+                        &want,
+                        &scale,
+                        tol,
+                        &format!("{what}, {threads} threads"),
+                    );
+                    outs.push(out);
+                }
+                assert!(outs[0] == outs[1], "{what}: 1 and 2 threads differ");
             }
-            assert!(outs[0] == outs[1], "{p:?} {isa:?}: 1 and 2 threads differ");
         }
     }
-    assert!(pointwise >= 10, "the pointwise path ran {pointwise} times");
+    assert!(ran.iter().all(|&n| n >= 10), "runs per strategy: {ran:?}");
 }
 
 #[test]
@@ -283,15 +303,15 @@ fn simd_kernels_agree_with_the_portable_kernel() {
     };
     let x = rng.array((2, 64, 28, 28));
     let w = rng.array((96, 64, 3, 3));
-    let mut workspace = vec![0.0; Conv2d::workspace_len(2)];
     let run = |isa| {
         let mut out = Array4::zeros((2, 96, 28, 28));
-        Conv2d::with_isa(isa, p, w.view(), None).forward(
+        let conv = Conv2d::with_strategy(isa, ConvStrategy::Patches, p, w.view(), None);
+        conv.forward(
             x.view(),
             out.view_mut(),
             None,
             false,
-            &mut workspace.clone(),
+            &mut vec![0.0; conv.workspace_len(2)],
             2,
         );
         out
@@ -310,7 +330,56 @@ fn simd_kernels_agree_with_the_portable_kernel() {
             "{isa:?} differs from the portable kernel by {worst}"
         );
     }
-    workspace.clear();
+}
+
+#[test]
+fn winograd_matches_direct_convolution_on_resnet_layers() {
+    let mut rng = Rng(8);
+    // ResNet-50's 3x3 stride-1 layers (and ResNet-18/34's), batch 2.
+    for (channels, side) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
+        let p = ConvParams {
+            in_channels: channels,
+            out_channels: channels,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            groups: 1,
+            in_h: side,
+            in_w: side,
+        };
+        assert_eq!(ConvStrategy::for_params(&p), ConvStrategy::Winograd);
+        // Kaiming-scaled weights and post-ReLU inputs, as in a trained network.
+        let gain = (6.0 / (9.0 * channels as f32)).sqrt();
+        let w = rng.array((channels, channels, 3, 3)).mapv(|v| v * gain);
+        let x = rng
+            .array((2, channels, side, side))
+            .mapv(|v: f32| v.max(0.0));
+        let run = |strategy| {
+            let conv = Conv2d::with_strategy(Isa::best(), strategy, p, w.view(), None);
+            let mut out = Array4::zeros((2, channels, side, side));
+            conv.forward(
+                x.view(),
+                out.view_mut(),
+                None,
+                false,
+                &mut vec![0.0; conv.workspace_len(2)],
+                2,
+            );
+            out
+        };
+        let (direct, winograd) = (run(ConvStrategy::Patches), run(ConvStrategy::Winograd));
+        let largest = direct.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = direct
+            .iter()
+            .zip(&winograd)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst / largest < 1e-4,
+            "{channels}x{side}: relative error {}",
+            worst / largest
+        );
+    }
 }
 
 #[test]
@@ -422,7 +491,7 @@ fn folded_batch_norm_equals_convolution_then_batch_norm() {
         out.view_mut(),
         None,
         false,
-        &mut vec![0.0; Conv2d::workspace_len(1)],
+        &mut vec![0.0; conv.workspace_len(1)],
         1,
     );
     let (plain, scale) = reference_conv(&p, x.view(), w.view(), &[0.0; 7]);

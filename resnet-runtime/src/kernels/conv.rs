@@ -7,9 +7,8 @@
 //! patches straight from the input block by block, copying contiguous runs
 //! of input rows where the stride is 1 ([`Patches`]).
 
-use super::gemm::{
-    self, check_epilogue, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr,
-};
+use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
+use super::winograd::{ConvEpilogue, Winograd};
 use ndarray::{s, ArrayView1, ArrayView4, ArrayViewMut4};
 
 /// A convolution's shape: channels, kernel, stride, padding, groups and the
@@ -74,12 +73,44 @@ impl ConvParams {
 }
 
 /// How a convolution is computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvStrategy {
     /// 1x1, stride 1, no padding: a GEMM on the input as it lies.
     Pointwise,
-    /// Anything else: patches packed from the input as the GEMM needs them.
+    /// Any shape: patches packed from the input as the GEMM needs them.
     Patches,
+    /// 3x3, stride 1, ungrouped: Winograd F(2x2, 3x3), 2.25x fewer multiplications.
+    Winograd,
+}
+
+impl ConvStrategy {
+    /// The strategy [`Conv2d::new`] picks for `p`.
+    pub fn for_params(p: &ConvParams) -> ConvStrategy {
+        if p.kernel == 1 && p.stride == 1 && p.padding == 0 {
+            ConvStrategy::Pointwise
+        } else if Winograd::fits(p) && p.in_channels >= 16 && p.out_channels >= 16 {
+            ConvStrategy::Winograd
+        } else {
+            ConvStrategy::Patches
+        }
+    }
+
+    /// Whether this strategy can compute `p`.
+    pub fn fits(self, p: &ConvParams) -> bool {
+        match self {
+            ConvStrategy::Pointwise => p.kernel == 1 && p.stride == 1 && p.padding == 0,
+            ConvStrategy::Patches => true,
+            ConvStrategy::Winograd => Winograd::fits(p),
+        }
+    }
+}
+
+/// The weights, as the strategy uses them.
+#[derive(Clone, Debug)]
+enum Packed {
+    /// One `out / groups x (in / groups * k * k)` matrix per group.
+    Gemm(Vec<PackedWeights>),
+    Winograd(Winograd),
 }
 
 /// A convolution with packed weights and a bias (a folded batch norm's shift).
@@ -87,28 +118,42 @@ pub enum ConvStrategy {
 pub struct Conv2d {
     params: ConvParams,
     strategy: ConvStrategy,
-    /// One packed matrix per group.
-    weights: Vec<PackedWeights>,
+    packed: Packed,
     bias: Vec<f32>,
 }
 
 impl Conv2d {
-    /// Packs `weight` (`[out, in / groups, k, k]`) for this CPU's fastest kernel.
+    /// Packs `weight` (`[out, in / groups, k, k]`) for this CPU's fastest
+    /// kernel and the strategy that suits the shape.
     ///
     /// # Panics
     /// If `weight` or `bias` does not match `params`.
     pub fn new(params: ConvParams, weight: ArrayView4<f32>, bias: Option<ArrayView1<f32>>) -> Self {
-        Self::with_isa(Isa::best(), params, weight, bias)
+        Self::with_strategy(
+            Isa::best(),
+            ConvStrategy::for_params(&params),
+            params,
+            weight,
+            bias,
+        )
     }
 
-    /// As [`Conv2d::new`], for a given instruction set (tests compare them).
-    pub fn with_isa(
+    /// As [`Conv2d::new`], with a given instruction set and strategy (tests compare them).
+    ///
+    /// # Panics
+    /// Also if the strategy cannot compute `params` or the CPU lacks `isa`.
+    pub fn with_strategy(
         isa: Isa,
+        strategy: ConvStrategy,
         params: ConvParams,
         weight: ArrayView4<f32>,
         bias: Option<ArrayView1<f32>>,
     ) -> Self {
         params.check();
+        assert!(
+            strategy.fits(&params),
+            "{strategy:?} cannot compute {params:?}"
+        );
         let ConvParams {
             in_channels,
             out_channels,
@@ -122,15 +167,20 @@ impl Conv2d {
             (out_channels, cin, kernel, kernel),
             "weight shape for {params:?}"
         );
-        let weights = (0..groups)
-            .map(|g| {
-                let w = weight.slice(s![g * cout..(g + 1) * cout, .., .., ..]);
-                let w = w
-                    .to_shape((cout, cin * kernel * kernel))
-                    .expect("a slice of whole output channels");
-                PackedWeights::new(isa, w.view())
-            })
-            .collect();
+        let packed = match strategy {
+            ConvStrategy::Winograd => Packed::Winograd(Winograd::new(isa, &params, weight)),
+            ConvStrategy::Pointwise | ConvStrategy::Patches => Packed::Gemm(
+                (0..groups)
+                    .map(|g| {
+                        let w = weight.slice(s![g * cout..(g + 1) * cout, .., .., ..]);
+                        let w = w
+                            .to_shape((cout, cin * kernel * kernel))
+                            .expect("whole output channels");
+                        PackedWeights::new(isa, w.view())
+                    })
+                    .collect(),
+            ),
+        };
         let bias = match bias {
             Some(b) => {
                 assert_eq!(b.len(), out_channels, "bias length for {params:?}");
@@ -138,15 +188,10 @@ impl Conv2d {
             }
             None => vec![0.0; out_channels],
         };
-        let strategy = if kernel == 1 && params.stride == 1 && params.padding == 0 {
-            ConvStrategy::Pointwise
-        } else {
-            ConvStrategy::Patches
-        };
         Conv2d {
             params,
             strategy,
-            weights,
+            packed,
             bias,
         }
     }
@@ -161,12 +206,16 @@ impl Conv2d {
         self.strategy
     }
 
-    /// Floats of workspace [`Conv2d::forward`] needs with `threads` threads.
-    pub fn workspace_len(threads: usize) -> usize {
-        gemm::workspace_len(threads)
+    /// Floats of workspace [`Conv2d::forward`] needs with `threads` threads,
+    /// whatever the batch size.
+    pub fn workspace_len(&self, threads: usize) -> usize {
+        match self.packed {
+            Packed::Gemm(_) => gemm::workspace_len(threads),
+            Packed::Winograd(_) => Winograd::workspace_len(&self.params, threads),
+        }
     }
 
-    /// `out = relu?(conv(x) + bias + residual)`, for a batch.
+    /// `out = relu?(conv(x) + bias + residual)`, for a batch. Allocates nothing.
     ///
     /// `x` is `[N, in, H, W]` and `out` `[N, out, OH, OW]`, both standard
     /// layout. `residual`, if given, is `[N, R, OH, OW]` with `R <= out`
@@ -198,10 +247,7 @@ impl Conv2d {
             "output shape for {p:?}"
         );
         let x = x.to_slice().expect("input in standard layout");
-        let out_ptr = out
-            .as_slice_mut()
-            .expect("output in standard layout")
-            .as_mut_ptr();
+        let out = out.as_slice_mut().expect("output in standard layout");
         let residual = residual.map(|r| {
             let (rn, rc, rh, rw) = r.dim();
             assert!(
@@ -212,56 +258,84 @@ impl Conv2d {
             );
             (r.to_slice().expect("residual in standard layout"), rc)
         });
-
-        let (cin, cout) = (p.in_channels / p.groups, p.out_channels / p.groups);
-        let (in_plane, out_plane) = (p.in_h * p.in_w, oh * ow);
-        let mut jobs = Vec::with_capacity(batch * p.groups);
-        for image in 0..batch {
-            for (g, weights) in self.weights.iter().enumerate() {
-                let input = &x[(image * p.in_channels + g * cin) * in_plane..][..cin * in_plane];
-                let first_row = image * p.out_channels + g * cout;
-                let residual = residual.map(|(data, channels)| Residual {
-                    data: &data[(image * channels + (g * cout).min(channels)) * out_plane..],
-                    ld: out_plane,
-                    rows: channels.saturating_sub(g * cout).min(cout),
-                });
-                let epilogue = Epilogue {
-                    bias: Some(&self.bias[g * cout..(g + 1) * cout]),
+        match &self.packed {
+            Packed::Gemm(weights) => {
+                self.forward_gemm(weights, batch, x, out, residual, relu, workspace, threads)
+            }
+            Packed::Winograd(w) => {
+                let epilogue = ConvEpilogue {
+                    bias: &self.bias,
                     residual,
                     relu,
                 };
-                check_epilogue(&epilogue, cout, out_plane);
-                // SAFETY: `first_row * out_plane` is the start of this image's
-                // group of `cout` output channels inside `out`.
-                let c = SendPtr(unsafe { out_ptr.add(first_row * out_plane) });
-                let b = match self.strategy {
-                    ConvStrategy::Pointwise => ConvB::Dense(DenseB {
-                        data: input,
-                        ld: in_plane,
-                    }),
-                    ConvStrategy::Patches => ConvB::Patches(Patches {
-                        input,
-                        params: *p,
-                        out_w: ow,
-                    }),
-                };
-                jobs.push(Job {
-                    a: weights,
-                    b,
-                    n: out_plane,
-                    c,
-                    ldc: out_plane,
-                    epilogue,
-                });
+                w.forward(p, batch, x, out, &epilogue, workspace, threads);
             }
         }
-        // SAFETY: each job writes its own image's group of output channels of
-        // `out`, which is borrowed mutably and so overlaps no input.
-        unsafe { gemm::run_jobs(&jobs, workspace, threads) };
+    }
+
+    /// One GEMM per image and group, packing `B` as the strategy says.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_gemm(
+        &self,
+        weights: &[PackedWeights],
+        batch: usize,
+        x: &[f32],
+        out: &mut [f32],
+        residual: Option<(&[f32], usize)>,
+        relu: bool,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        let p = &self.params;
+        let (oh, ow) = p.out_hw();
+        let (cin, cout) = (p.in_channels / p.groups, p.out_channels / p.groups);
+        let (in_plane, out_plane) = (p.in_h * p.in_w, oh * ow);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let job = |j: usize| {
+            let (image, g) = (j / p.groups, j % p.groups);
+            let input = &x[(image * p.in_channels + g * cin) * in_plane..][..cin * in_plane];
+            let residual = residual.map(|(data, channels)| Residual {
+                data: &data[(image * channels + (g * cout).min(channels)) * out_plane..],
+                ld: out_plane,
+                rows: channels.saturating_sub(g * cout).min(cout),
+            });
+            let epilogue = Epilogue {
+                bias: Some(&self.bias[g * cout..(g + 1) * cout]),
+                residual,
+                relu,
+            };
+            let b = match self.strategy {
+                ConvStrategy::Pointwise => ConvB::Dense(DenseB {
+                    data: input,
+                    ld: in_plane,
+                }),
+                _ => ConvB::Patches(Patches {
+                    input,
+                    params: *p,
+                    out_w: ow,
+                }),
+            };
+            // SAFETY: `(image * out + g * cout) * out_plane` starts this image's
+            // group of `cout` output channels inside `out`.
+            let c = unsafe { out_ptr.add((image * p.out_channels + g * cout) * out_plane) };
+            Job {
+                a: &weights[g],
+                b,
+                n: out_plane,
+                c,
+                ldc: out_plane,
+                epilogue,
+            }
+        };
+        // SAFETY: job `(image, g)` writes that image's group of output channels
+        // of `out`, which is borrowed mutably and so overlaps no input; the
+        // residual rows each job reads were checked against the output's shape.
+        unsafe { gemm::run_jobs(batch * p.groups, &job, workspace, threads) };
     }
 }
 
 /// Where one job's `B` comes from.
+#[derive(Clone, Copy)]
 enum ConvB<'a> {
     Dense(DenseB<'a>),
     Patches(Patches<'a>),
@@ -279,6 +353,7 @@ impl PackB for ConvB<'_> {
 /// The patch matrix of one image's group of input channels, packed on
 /// demand: row `k = (c, ky, kx)`, column `n = (oy, ox)` holds
 /// `input[c][oy * stride + ky - pad][ox * stride + kx - pad]`, zero outside.
+#[derive(Clone, Copy)]
 struct Patches<'a> {
     input: &'a [f32],
     params: ConvParams,

@@ -16,6 +16,7 @@
 use super::micro::{Avx2, Avx512};
 use super::micro::{MicroKernel, Portable, TileEpilogue};
 use ndarray::{ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
 use std::sync::OnceLock;
 
 /// Depth of one packed block of `B` (rows of `K`).
@@ -260,6 +261,7 @@ impl Epilogue<'_> {
 }
 
 /// One product `C = epilogue(A · B)`, `C` at `c` with rows at stride `ldc`.
+#[derive(Clone, Copy)]
 pub(crate) struct Job<'a, B> {
     pub a: &'a PackedWeights,
     pub b: B,
@@ -279,26 +281,93 @@ unsafe impl Send for SendPtr {}
 // SAFETY: as above; the pointer is only dereferenced inside its own task's block.
 unsafe impl Sync for SendPtr {}
 
-/// A block of one job's `C`.
-#[derive(Clone, Copy, Debug)]
-struct Task {
-    job: usize,
-    rows: (usize, usize),
-    cols: (usize, usize),
+impl SendPtr {
+    /// The pointer `count` floats on, as [`pointer::add`]. Taking `self` by
+    /// value makes closures capture the `Sync` wrapper, not the raw pointer.
+    ///
+    /// # Safety
+    /// As [`pointer::add`]: the result must stay inside the same allocation.
+    pub unsafe fn add(self, count: usize) -> SendPtr {
+        // SAFETY: the caller's contract.
+        SendPtr(unsafe { self.0.add(count) })
+    }
 }
 
-/// Computes every job, spread over `threads` threads.
+/// How a call's jobs, all of one shape, are cut into tasks: blocks of `C`
+/// of at most `MC` rows and `NC` columns, enough of them to give each thread
+/// about two. Columns are cut first: a task packs its columns of `B` once per
+/// depth block, however many rows it has.
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    m: usize,
+    n: usize,
+    mc: usize,
+    nc: usize,
+    row_blocks: usize,
+    col_blocks: usize,
+}
+
+impl Split {
+    fn new(m: usize, n: usize, jobs: usize, isa: Isa, threads: usize) -> Split {
+        let (mr, nr) = isa.tile();
+        let wanted = (2 * threads).div_ceil(jobs);
+        let nc = n
+            .div_ceil(wanted.min(n.div_ceil(nr)).max(n.div_ceil(NC)))
+            .next_multiple_of(nr)
+            .min(NC);
+        let col_blocks = n.div_ceil(nc);
+        let rows = m.div_ceil(wanted.div_ceil(col_blocks).max(m.div_ceil(MC)));
+        let mc = rows.next_multiple_of(mr).min(MC / mr * mr);
+        Split {
+            m,
+            n,
+            mc,
+            nc,
+            row_blocks: m.div_ceil(mc),
+            col_blocks,
+        }
+    }
+
+    fn per_job(&self) -> usize {
+        self.row_blocks * self.col_blocks
+    }
+
+    /// Task `t`: its job, rows and columns. A job's tasks that share columns are consecutive.
+    fn task(&self, t: usize) -> (usize, (usize, usize), (usize, usize)) {
+        let (job, t) = (t / self.per_job(), t % self.per_job());
+        let (r0, c0) = (t % self.row_blocks * self.mc, t / self.row_blocks * self.nc);
+        (
+            job,
+            (r0, (r0 + self.mc).min(self.m)),
+            (c0, (c0 + self.nc).min(self.n)),
+        )
+    }
+}
+
+/// Computes jobs `job(0) .. job(count - 1)`, which all have the shape of
+/// the first, spread over `threads` threads. Allocates nothing.
 ///
 /// # Safety
 /// Each job's `C` must be valid for writes of `a.rows()` rows of `n` elements
 /// at stride `ldc`, and no two jobs' `C`s may overlap each other or any
 /// input. All jobs' weights must be packed for one instruction set.
-pub(crate) unsafe fn run_jobs<B: PackB>(
-    jobs: &[Job<'_, B>],
+///
+/// # Panics
+/// If the workspace is shorter than [`workspace_len`]`(threads)` or a job's
+/// shape differs from the first's.
+pub(crate) unsafe fn run_jobs<'a, B, F>(
+    count: usize,
+    job: &F,
     workspace: &mut [f32],
     threads: usize,
-) {
-    let Some(first) = jobs.first() else { return };
+) where
+    B: PackB,
+    F: Fn(usize) -> Job<'a, B> + Sync,
+{
+    if count == 0 {
+        return;
+    }
+    let first = job(0);
     let isa = first.a.isa;
     let threads = threads.max(1);
     assert!(
@@ -307,79 +376,61 @@ pub(crate) unsafe fn run_jobs<B: PackB>(
         workspace.len(),
         workspace_len(threads)
     );
-    let tasks = split(jobs, isa, threads);
-    let per_thread = tasks.len().div_ceil(threads);
-    let work = |(chunk, buffer): (&[Task], &mut [f32])| {
+    let split = Split::new(first.a.m, first.n, count, isa, threads);
+    let shape = (first.a.m, first.a.k, first.n, isa);
+    let total = count * split.per_job();
+    let threads = threads.min(total);
+    let work = |(thread, buffer): (usize, &mut [f32])| {
         let aligned = buffer.as_ptr().align_offset(64).min(ALIGN);
         let buffer = &mut buffer[aligned..aligned + KC * NC];
+        let tasks = thread * total / threads..(thread + 1) * total / threads;
         // SAFETY: forwarded from the caller; `isa` is supported because packing checked it.
         unsafe {
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => worker::<Avx512, B>(jobs, chunk, buffer),
+                Isa::Avx512 => worker::<Avx512, B, F>(job, shape, &split, tasks, buffer),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => worker::<Avx2, B>(jobs, chunk, buffer),
-                _ => worker::<Portable, B>(jobs, chunk, buffer),
+                Isa::Avx2 => worker::<Avx2, B, F>(job, shape, &split, tasks, buffer),
+                _ => worker::<Portable, B, F>(job, shape, &split, tasks, buffer),
             }
         }
     };
-    if threads == 1 || tasks.len() == 1 {
-        work((&tasks, &mut workspace[..BUFFER]));
+    if threads == 1 {
+        work((0, &mut workspace[..BUFFER]));
     } else {
-        rayon::scope(|s| {
-            for item in tasks
-                .chunks(per_thread)
-                .zip(workspace.chunks_exact_mut(BUFFER))
-            {
-                s.spawn(move |_| work(item));
-            }
-        });
+        // Rayon's indexed iterators run on `join`, which allocates nothing.
+        workspace[..threads * BUFFER]
+            .par_chunks_mut(BUFFER)
+            .enumerate()
+            .for_each(work);
     }
 }
 
-/// Splits every job into blocks of `C` of at most `MC` rows and `NC`
-/// columns, enough of them to give each thread about two. Columns are split
-/// first: a task packs its columns of `B` once per depth block, however
-/// many rows it has.
-fn split<B>(jobs: &[Job<'_, B>], isa: Isa, threads: usize) -> Vec<Task> {
-    let (mr, nr) = isa.tile();
-    let wanted = (2 * threads).div_ceil(jobs.len());
-    let mut tasks = Vec::new();
-    for (j, job) in jobs.iter().enumerate() {
-        let (m, n) = (job.a.m, job.n);
-        let col_blocks = wanted.min(n.div_ceil(nr)).max(n.div_ceil(NC));
-        let nc = n.div_ceil(col_blocks).next_multiple_of(nr).min(NC);
-        let row_blocks = wanted.div_ceil(n.div_ceil(nc)).max(m.div_ceil(MC));
-        let mc = m
-            .div_ceil(row_blocks)
-            .next_multiple_of(mr)
-            .min(MC / mr * mr);
-        for c0 in (0..n).step_by(nc) {
-            for r0 in (0..m).step_by(mc) {
-                tasks.push(Task {
-                    job: j,
-                    rows: (r0, (r0 + mc).min(m)),
-                    cols: (c0, (c0 + nc).min(n)),
-                });
-            }
-        }
-    }
-    tasks
-}
-
-/// Runs `tasks` on one thread, with `buffer` for packing `B`.
+/// Runs tasks `tasks` on one thread, with `buffer` for packing `B`.
 ///
 /// # Safety
 /// As [`run_jobs`]; the CPU supports `K`'s instruction set.
-unsafe fn worker<K: MicroKernel, B: PackB>(
-    jobs: &[Job<'_, B>],
-    tasks: &[Task],
+unsafe fn worker<'a, K, B, F>(
+    job: &F,
+    shape: (usize, usize, usize, Isa),
+    split: &Split,
+    tasks: std::ops::Range<usize>,
     buffer: &mut [f32],
-) {
+) where
+    K: MicroKernel,
+    B: PackB,
+    F: Fn(usize) -> Job<'a, B>,
+{
     let mut tile = [0f32; MAX_TILE];
-    for task in tasks {
-        let job = &jobs[task.job];
-        let ((m0, m1), (n0, n1)) = (task.rows, task.cols);
+    for t in tasks {
+        let (j, (m0, m1), (n0, n1)) = split.task(t);
+        let job = job(j);
+        // The split assumed the first job's shape: a different one could write out of bounds.
+        assert_eq!(
+            (job.a.m, job.a.k, job.n, job.a.isa),
+            shape,
+            "jobs of one call must share a shape"
+        );
         let depth = job.a.k;
         for k0 in (0..depth).step_by(KC) {
             let kc = KC.min(depth - k0);
@@ -471,7 +522,7 @@ pub fn gemm(
     };
     // SAFETY: `C` is borrowed mutably for `m` rows of `n` at stride `ldc`, and
     // cannot overlap `B` or the epilogue's inputs, which are borrowed shared.
-    unsafe { run_jobs(&[job], workspace, threads) };
+    unsafe { run_jobs(1, &|_| job, workspace, threads) };
 }
 
 /// Checks that the epilogue's inputs cover `rows x cols`.

@@ -11,6 +11,7 @@ pub mod elementwise;
 pub mod gemm;
 mod micro;
 pub mod pool;
+mod winograd;
 
 pub use conv::{Conv2d, ConvParams, ConvStrategy};
 pub use gemm::{gemm, workspace_len, DenseB, Epilogue, Isa, PackB, PackedWeights, Residual};

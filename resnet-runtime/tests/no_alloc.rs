@@ -1,0 +1,139 @@
+//! The kernels allocate nothing once their workspace exists: a counting
+//! global allocator watches every thread (rayon's included) while they run.
+//!
+//! They run on a rayon pool's own thread, as a model's forward pass does.
+//! Entering a pool from a foreign thread costs rayon's job injector a block
+//! allocation every 63 entries; that is rayon's, outside the kernels.
+
+use ndarray::{Array1, Array2, Array4};
+use resnet_runtime::kernels::pool::{avg_pool_linear, max_pool2d};
+use resnet_runtime::kernels::{
+    gemm, workspace_len, Conv2d, ConvParams, ConvStrategy, Epilogue, Isa, PackedWeights,
+};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: defers to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by 100 runs of `f` on a thread of `pool`, after one to warm up.
+fn allocations(pool: &rayon::ThreadPool, mut f: impl FnMut() + Send) -> usize {
+    pool.install(|| {
+        f();
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for _ in 0..100 {
+            f();
+        }
+        ALLOCATIONS.load(Ordering::SeqCst) - before
+    })
+}
+
+#[test]
+fn kernels_allocate_nothing_on_the_hot_path() {
+    let threads = 2;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    for (strategy, kernel, stride) in [
+        (ConvStrategy::Pointwise, 1, 1),
+        (ConvStrategy::Patches, 3, 2),
+        (ConvStrategy::Winograd, 3, 1),
+    ] {
+        let p = ConvParams {
+            in_channels: 32,
+            out_channels: 48,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            groups: 1,
+            in_h: 30,
+            in_w: 30,
+        };
+        let (oh, ow) = p.out_hw();
+        let conv = Conv2d::with_strategy(
+            Isa::best(),
+            strategy,
+            p,
+            Array4::from_elem((48, 32, kernel, kernel), 0.01).view(),
+            None,
+        );
+        let x = Array4::from_elem((3, 32, 30, 30), 1.0);
+        let residual = Array4::from_elem((3, 40, oh, ow), 1.0);
+        let mut out = Array4::zeros((3, 48, oh, ow));
+        let mut workspace = vec![0.0; conv.workspace_len(threads)];
+        let n = allocations(&pool, || {
+            conv.forward(
+                x.view(),
+                out.view_mut(),
+                Some(residual.view()),
+                true,
+                &mut workspace,
+                threads,
+            )
+        });
+        assert_eq!(n, 0, "{strategy:?} allocated {n} times");
+        // And it computed something: relu(0.01 * taps + residual) per element.
+        assert!(out.iter().all(|&v| v > 0.0));
+    }
+
+    let a = Array2::from_elem((70, 300), 0.5);
+    let packed = PackedWeights::new(Isa::best(), a.view());
+    let b = Array2::from_elem((300, 500), 0.5);
+    let mut c = Array2::zeros((70, 500));
+    let mut workspace = vec![0.0; workspace_len(threads)];
+    let n = allocations(&pool, || {
+        gemm(
+            &packed,
+            b.view(),
+            c.view_mut(),
+            &Epilogue::default(),
+            &mut workspace,
+            threads,
+        )
+    });
+    assert_eq!((n, c[(3, 4)]), (0, 75.0));
+
+    let x = Array4::from_elem((2, 16, 12, 12), 1.0);
+    let mut pooled = Array4::zeros((2, 16, 6, 6));
+    assert_eq!(
+        allocations(&pool, || max_pool2d(x.view(), pooled.view_mut(), 3, 2, 1)),
+        0
+    );
+    let (weight, bias) = (Array2::from_elem((10, 16), 0.5), Array1::from_elem(10, 1.0));
+    let (mut logits, mut means) = (Array2::zeros((2, 10)), vec![0.0; 16]);
+    let n = allocations(&pool, || {
+        avg_pool_linear(
+            x.view(),
+            weight.view(),
+            bias.view(),
+            logits.view_mut(),
+            &mut means,
+        )
+    });
+    assert_eq!((n, logits[(1, 9)]), (0, 9.0));
+}
