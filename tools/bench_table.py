@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print criterion's last results as a Markdown table of GFLOP/s.
 
-Reads target/criterion/<group>/<bench>/new/{benchmark,estimates}.json, as
+Reads target/criterion/**/new/{benchmark,estimates}.json, as
 left by `cargo bench -p resnet-runtime --bench kernels`; the benches count
 one throughput element per FLOP, so elements/s are FLOP/s.
 
@@ -14,7 +14,7 @@ import sys
 root = pathlib.Path(__file__).resolve().parent.parent / "target" / "criterion"
 pattern = sys.argv[1] if len(sys.argv) > 1 else ""
 rows = []
-for bench in sorted(root.glob("*/*/new/benchmark.json")):
+for bench in sorted(root.glob("**/new/benchmark.json")):
     meta = json.loads(bench.read_text())
     name = meta["full_id"]
     if pattern not in name:
