@@ -20,8 +20,12 @@
 
 pub mod info;
 pub mod kernels;
+pub mod tensor;
+pub mod weights;
 
 pub use info::{BlockInfo, BlockKind, LayerInfo, Shortcut};
+pub use tensor::{Batch, Logits, ShapeError};
+pub use weights::{Weights, WeightsError};
 
 /// Compiles a residual network from its spec; see the crate's README for
 /// the keys, and [`resnet_macros`](https://docs.rs/resnet-macros) for the grammar.
