@@ -18,8 +18,10 @@
 //! println!("{}", ResNet50); // the layer table
 //! ```
 
+pub mod exec;
 pub mod info;
 pub mod kernels;
+pub mod layers;
 pub mod tensor;
 pub mod weights;
 
@@ -34,6 +36,12 @@ pub use resnet_macros::resnet;
 /// Paths the generated code uses; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::exec::{Slot, Src, Workspace};
     pub use crate::info::{BlockInfo, BlockKind, LayerInfo, Shortcut};
+    pub use crate::kernels::ConvParams;
+    pub use crate::layers::{Affine, ConvLayer, Linear, Rng};
+    pub use crate::tensor::{Batch, Logits};
+    pub use crate::weights::{Weights, WeightsError};
     pub use ::core;
+    pub use ::std;
 }

@@ -1,0 +1,224 @@
+//! The layers a compiled model holds, after batch norm is folded: each loads
+//! from torchvision's names or starts from torchvision's random init.
+
+use crate::kernels::elementwise::{fold_batch_norm, BN_EPS};
+use crate::kernels::{Conv2d, ConvParams};
+use crate::weights::{Weights, WeightsError};
+use ndarray::{Array1, Array2, Array4, Ix1, Ix2, Ix4};
+
+/// A deterministic random source for `new_random(seed)` (SplitMix64).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// The generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = 1.0 - self.uniform();
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// The statistics of a batch norm as torchvision stores them.
+struct BatchNorm {
+    gamma: Array1<f32>,
+    beta: Array1<f32>,
+    mean: Array1<f32>,
+    var: Array1<f32>,
+}
+
+impl BatchNorm {
+    /// `{name}.weight`, `.bias`, `.running_mean`, `.running_var`
+    /// (`.num_batches_tracked` is accepted and unused).
+    fn load(w: &mut Weights, name: &str, channels: usize) -> Result<Self, WeightsError> {
+        let mut vector = |part: &str| -> Result<Array1<f32>, WeightsError> {
+            let t = w.tensor(&format!("{name}.{part}"), &[channels])?;
+            Ok(t.into_dimensionality::<Ix1>().expect("shape checked"))
+        };
+        let bn = BatchNorm {
+            gamma: vector("weight")?,
+            beta: vector("bias")?,
+            mean: vector("running_mean")?,
+            var: vector("running_var")?,
+        };
+        w.skip(&format!("{name}.num_batches_tracked"));
+        Ok(bn)
+    }
+
+    /// torchvision's init: weight 1, bias 0, and fresh running statistics.
+    fn identity(channels: usize) -> Self {
+        BatchNorm {
+            gamma: Array1::ones(channels),
+            beta: Array1::zeros(channels),
+            mean: Array1::zeros(channels),
+            var: Array1::ones(channels),
+        }
+    }
+
+    /// `(scale, shift)` with `bn(x) = x * scale + shift`.
+    fn affine(&self) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = self
+            .gamma
+            .iter()
+            .zip(&self.var)
+            .map(|(g, v)| g / (v + BN_EPS).sqrt())
+            .collect();
+        let shift = self
+            .beta
+            .iter()
+            .zip(&self.mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        (scale, shift)
+    }
+}
+
+/// A convolution, with the batch norm after it folded in if it has one.
+#[derive(Clone, Debug)]
+pub struct ConvLayer {
+    conv: Conv2d,
+}
+
+impl ConvLayer {
+    /// Loads `{conv}.weight` and, if `bn` is given, folds that batch norm into it.
+    ///
+    /// # Errors
+    /// If a tensor is missing or mis-shaped.
+    pub fn load(
+        w: &mut Weights,
+        conv: &str,
+        bn: Option<&str>,
+        p: ConvParams,
+    ) -> Result<Self, WeightsError> {
+        let shape = [p.out_channels, p.in_channels / p.groups, p.kernel, p.kernel];
+        let weight = w
+            .tensor(&format!("{conv}.weight"), &shape)?
+            .into_dimensionality::<Ix4>()
+            .expect("shape checked");
+        let bn = bn
+            .map(|name| BatchNorm::load(w, name, p.out_channels))
+            .transpose()?;
+        Ok(Self::build(p, weight, bn))
+    }
+
+    /// torchvision's init: Kaiming-normal weights (fan-out, ReLU gain) and an
+    /// identity batch norm if it has one.
+    pub fn random(rng: &mut Rng, p: ConvParams, with_bn: bool) -> Self {
+        let shape = (p.out_channels, p.in_channels / p.groups, p.kernel, p.kernel);
+        let std = (2.0 / (p.out_channels * p.kernel * p.kernel) as f64).sqrt();
+        let weight = Array4::from_shape_simple_fn(shape, || (rng.normal() * std) as f32);
+        Self::build(
+            p,
+            weight,
+            with_bn.then(|| BatchNorm::identity(p.out_channels)),
+        )
+    }
+
+    fn build(p: ConvParams, weight: Array4<f32>, bn: Option<BatchNorm>) -> Self {
+        let conv = match bn {
+            Some(bn) => {
+                let (w, b) = fold_batch_norm(
+                    weight.view(),
+                    bn.gamma.view(),
+                    bn.beta.view(),
+                    bn.mean.view(),
+                    bn.var.view(),
+                    BN_EPS,
+                );
+                Conv2d::new(p, w.view(), Some(b.view()))
+            }
+            None => Conv2d::new(p, weight.view(), None),
+        };
+        ConvLayer { conv }
+    }
+
+    /// The packed convolution.
+    pub fn conv(&self) -> &Conv2d {
+        &self.conv
+    }
+}
+
+/// A batch norm that cannot be folded (it comes before its convolution, as
+/// in pre-activation blocks), as a per-channel scale and shift.
+#[derive(Clone, Debug)]
+pub struct Affine {
+    /// `gamma / sqrt(var + eps)`.
+    pub scale: Vec<f32>,
+    /// `beta - mean * scale`.
+    pub shift: Vec<f32>,
+}
+
+impl Affine {
+    /// Loads batch norm `name` over `channels`.
+    ///
+    /// # Errors
+    /// If a tensor is missing or mis-shaped.
+    pub fn load(w: &mut Weights, name: &str, channels: usize) -> Result<Self, WeightsError> {
+        let (scale, shift) = BatchNorm::load(w, name, channels)?.affine();
+        Ok(Affine { scale, shift })
+    }
+
+    /// torchvision's init.
+    pub fn random(channels: usize) -> Self {
+        let (scale, shift) = BatchNorm::identity(channels).affine();
+        Affine { scale, shift }
+    }
+}
+
+/// The classifier: `fc.weight` `[classes, channels]` and `fc.bias`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// `[classes, channels]`.
+    pub weight: Array2<f32>,
+    /// `[classes]`.
+    pub bias: Array1<f32>,
+}
+
+impl Linear {
+    /// Loads `{name}.weight` and `{name}.bias`.
+    ///
+    /// # Errors
+    /// If a tensor is missing or mis-shaped.
+    pub fn load(
+        w: &mut Weights,
+        name: &str,
+        channels: usize,
+        classes: usize,
+    ) -> Result<Self, WeightsError> {
+        let weight = w.tensor(&format!("{name}.weight"), &[classes, channels])?;
+        let bias = w.tensor(&format!("{name}.bias"), &[classes])?;
+        Ok(Linear {
+            weight: weight.into_dimensionality::<Ix2>().expect("shape checked"),
+            bias: bias.into_dimensionality::<Ix1>().expect("shape checked"),
+        })
+    }
+
+    /// PyTorch's init: uniform in `±1 / sqrt(channels)`.
+    pub fn random(rng: &mut Rng, channels: usize, classes: usize) -> Self {
+        let bound = 1.0 / (channels as f64).sqrt();
+        let mut draw = || ((2.0 * rng.uniform() - 1.0) * bound) as f32;
+        Linear {
+            weight: Array2::from_shape_simple_fn((classes, channels), &mut draw),
+            bias: Array1::from_shape_simple_fn(classes, draw),
+        }
+    }
+}
