@@ -1,7 +1,8 @@
 //! Rust items for a compiled model: `quote!` only, every decision was made
 //! by the passes before.
 
-use crate::ir::{Graph, NodeId, Shape, Shortcut};
+use crate::ir::{Graph, NodeId, Op, Shape, Shortcut};
+use crate::passes::{Step, StepKind};
 use crate::spec::BlockKind;
 use crate::table;
 use crate::Model;
@@ -10,22 +11,24 @@ use quote::{format_ident, quote};
 use std::ops::Range;
 use syn::{Attribute, Ident, Visibility};
 
-/// The model type, its consts and its `Display`.
+/// The model type: its network (see [`network`]), the consts that describe
+/// it, and its `Display`.
 pub fn model(model: &Model) -> TokenStream {
     let Model {
-        attrs,
-        vis,
         name,
         graph,
         spec_file,
+        ..
     } = model;
     let private = quote!(::resnet_runtime::__private);
     let summary = table::render(&name.to_string(), graph);
-    let doc = ["# Architecture", "", "```text"]
+    let doc: Vec<String> = ["# Architecture", "", "```text"]
         .into_iter()
         .chain(summary.lines())
         .chain(["```"])
-        .map(|line| format!(" {line}"));
+        .map(|line| format!(" {line}"))
+        .collect();
+    let network = network(model, &doc);
 
     let input = dims(graph.nodes[0].shape);
     let output_dims = table::output_dims(graph);
@@ -77,11 +80,7 @@ pub fn model(model: &Model) -> TokenStream {
     });
 
     quote! {
-        #(#attrs)*
-        #[doc = ""]
-        #(#[doc = #doc])*
-        #[derive(Clone, Copy, Debug, Default)]
-        #vis struct #name;
+        #network
 
         impl #name {
             /// Input `[channels, height, width]` per image; the batch size is chosen at run time.
@@ -139,4 +138,280 @@ fn int(n: u128) -> Literal {
 fn dims(shape: Shape) -> TokenStream {
     let [c, h, w] = [shape.c, shape.h, shape.w].map(|d| int(d as u128));
     quote!([#c, #h, #w])
+}
+
+/// The model as a network: one field per fused layer, its constructors
+/// (random, safetensors) and its forward pass over the planned arena.
+pub fn network(model: &Model, doc: &[String]) -> TokenStream {
+    let Model {
+        attrs,
+        vis,
+        name,
+        graph,
+        steps,
+        plan,
+        ..
+    } = model;
+    let private = quote!(::resnet_runtime::__private);
+    let node = |id: NodeId| &graph.nodes[id];
+    let field = |id: NodeId| format_ident!("{}", node(id).name.replace('.', "_"));
+    let params_const =
+        |id: NodeId| format_ident!("{}", node(id).name.replace('.', "_").to_uppercase());
+    let slot_of = |value: NodeId| match steps.iter().find(|s| s.output == value) {
+        Some(step) => step_slot(graph, step),
+        None => format_ident!("input"),
+    };
+    let src = |value: NodeId| {
+        if value == 0 {
+            quote!(#private::Src::Input)
+        } else {
+            let slot = slot_of(value);
+            quote!(#private::Src::Arena(#slot))
+        }
+    };
+
+    let mut fields = Vec::new();
+    let mut params = Vec::new();
+    let mut random = Vec::new();
+    let mut load = Vec::new();
+    let mut body = Vec::new();
+    let mut head = None;
+    for step in steps {
+        let input_shape = node(step.input).shape;
+        match step.kind {
+            StepKind::Conv { conv, bn, relu } => {
+                let Op::Conv(c) = node(conv).op else { continue };
+                let (f, p) = (field(conv), params_const(conv));
+                let conv_name = &node(conv).name;
+                let doc = format!(
+                    " `{conv_name}`{}: {}, {} -> {}",
+                    bn.map_or(String::new(), |b| format!(" + `{}`", node(b).name)),
+                    node(conv).op.describe(),
+                    input_shape,
+                    node(conv).shape
+                );
+                fields.push(quote!(#[doc = #doc] #f: #private::ConvLayer));
+                let [cin, h, w, cout, k, s, pad, g] = [
+                    input_shape.c,
+                    input_shape.h,
+                    input_shape.w,
+                    c.out_channels,
+                    c.kernel,
+                    c.stride,
+                    c.padding,
+                    c.groups,
+                ]
+                .map(|v| int(v as u128));
+                params.push(quote! {
+                    const #p: #private::ConvParams = #private::ConvParams {
+                        in_channels: #cin, out_channels: #cout, kernel: #k, stride: #s, padding: #pad, groups: #g, in_h: #h, in_w: #w,
+                    };
+                });
+                let with_bn = bn.is_some();
+                random.push(quote!(#f: #private::ConvLayer::random(&mut rng, Self::#p, #with_bn)));
+                let bn_name = match bn {
+                    Some(b) => {
+                        let b = &node(b).name;
+                        quote!(#private::core::option::Option::Some(#b))
+                    }
+                    None => quote!(#private::core::option::Option::None),
+                };
+                load.push(quote!(#f: #private::ConvLayer::load(&mut weights, #conv_name, #bn_name, Self::#p)?));
+                let (input, out) = (src(step.input), step_slot(graph, step));
+                let residual = match step.residual {
+                    Some(r) => {
+                        let r = slot_of(r);
+                        quote!(#private::core::option::Option::Some(#r))
+                    }
+                    None => quote!(#private::core::option::Option::None),
+                };
+                body.push(quote!(exec.conv(&self.#f, #input, #out, #residual, #relu);));
+            }
+            StepKind::Affine { bn, relu } => {
+                let f = field(bn);
+                let bn_name = &node(bn).name;
+                let channels = int(input_shape.c as u128);
+                let doc =
+                    format!(" `{bn_name}` (before its convolution): BatchNorm2d, {input_shape}");
+                fields.push(quote!(#[doc = #doc] #f: #private::Affine));
+                random.push(quote!(#f: #private::Affine::random(#channels)));
+                load.push(quote!(#f: #private::Affine::load(&mut weights, #bn_name, #channels)?));
+                let (input, out) = (src(step.input), step_slot(graph, step));
+                body.push(quote!(exec.affine(&self.#f, #input, #out, #relu);));
+            }
+            StepKind::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let (input, out) = (src(step.input), step_slot(graph, step));
+                let [k, s, p] = [kernel, stride, padding].map(|v| int(v as u128));
+                body.push(quote!(exec.max_pool(#input, #out, #k, #s, #p);));
+            }
+            StepKind::Subsample { stride } => {
+                let (input, out) = (src(step.input), step_slot(graph, step));
+                let s = int(stride as u128);
+                body.push(quote!(exec.subsample(#input, #out, #s);));
+            }
+            StepKind::Head { fc } => {
+                let Op::Linear { out_features } = node(fc).op else {
+                    continue;
+                };
+                let f = field(fc);
+                let fc_name = &node(fc).name;
+                let (channels, classes) = (int(input_shape.c as u128), int(out_features as u128));
+                let doc = format!(
+                    " `{fc_name}` after global average pooling: Linear, {} -> {out_features}",
+                    input_shape.c
+                );
+                fields.push(quote!(#[doc = #doc] #f: #private::Linear));
+                random.push(quote!(#f: #private::Linear::random(&mut rng, #channels, #classes)));
+                load.push(quote!(#f: #private::Linear::load(&mut weights, #fc_name, #channels, #classes)?));
+                head = Some((f, src(step.input)));
+            }
+        }
+    }
+    let slots = steps
+        .iter()
+        .filter(|s| !matches!(s.kind, StepKind::Head { .. }))
+        .map(|step| {
+            let slot = step_slot(graph, step);
+            let offset = plan
+                .offsets
+                .iter()
+                .find(|(v, _)| *v == step.output)
+                .map_or(0, |&(_, o)| o);
+            let (offset, shape) = (int(offset as u128), dims(step.shape));
+            quote!(let #slot = #private::Slot { offset: #offset, shape: #shape };)
+        });
+    let features = src(graph.features);
+    let arena_floats = int(plan.floats as u128);
+    let arena_bytes = int(plan.floats as u128 * 4);
+    let input = graph.nodes[0].shape;
+    let [ic, ih, iw] = [input.c, input.h, input.w].map(|v| int(v as u128));
+    let feat = node(graph.features).shape;
+    let [fc_, fh, fw] = [feat.c, feat.h, feat.w].map(|v| int(v as u128));
+    let batch_in = quote!(#private::Batch<#ic, #ih, #iw>);
+    let batch_features = quote!(#private::Batch<#fc_, #fh, #fw>);
+    let head_fns = match &head {
+        Some((fc, _)) => {
+            let Some(&Op::Linear { out_features }) = steps.iter().find_map(|s| match s.kind {
+                StepKind::Head { fc } => Some(&node(fc).op),
+                _ => None,
+            }) else {
+                return quote!();
+            };
+            let k = int(out_features as u128);
+            let logits = quote!(#private::Logits<#k>);
+            quote! {
+                /// Class scores for a batch: `[N, classes]`.
+                pub fn forward(&self, x: &#batch_in) -> #logits {
+                    let mut out = <#logits>::zeros(x.len());
+                    self.forward_with(&mut #private::Workspace::new(), x, &mut out);
+                    out
+                }
+
+                /// As [`Self::forward`], into `out`, with a workspace kept
+                /// between calls: after the first call with a batch this size,
+                /// it allocates nothing.
+                ///
+                /// # Panics
+                /// If `out` holds another number of images than `x`.
+                pub fn forward_with(&self, workspace: &mut #private::Workspace, x: &#batch_in, out: &mut #logits) {
+                    #private::core::assert_eq!(out.len(), x.len(), "the output holds {} rows for {} images", out.len(), x.len());
+                    let mut exec = workspace.exec(x.view(), Self::ARENA_FLOATS);
+                    let features = self.backbone(&mut exec);
+                    exec.head(&self.#fc, features, out.view_mut());
+                }
+            }
+        }
+        None => quote! {
+            /// The backbone's features for a batch (this model has no classifier).
+            pub fn forward(&self, x: &#batch_in) -> #batch_features {
+                self.features(x)
+            }
+        },
+    };
+
+    quote! {
+        #(#attrs)*
+        #[doc = ""]
+        #(#[doc = #doc])*
+        #[derive(Clone, Debug)]
+        #vis struct #name {
+            #(#fields,)*
+        }
+
+        impl #name {
+            /// Activation memory per image: the peak of the planned arena.
+            pub const ARENA_BYTES: usize = #arena_bytes;
+            const ARENA_FLOATS: usize = #arena_floats;
+            #(#params)*
+
+            /// Random weights as torchvision initialises them (Kaiming-normal
+            /// convolutions, identity batch norms), from `seed`.
+            pub fn new_random(seed: u64) -> Self {
+                let mut rng = #private::Rng::new(seed);
+                Self { #(#random,)* }
+            }
+
+            /// Loads torchvision's `state_dict` saved as safetensors.
+            ///
+            /// # Errors
+            /// If the file cannot be read, or a tensor is missing, unexpected,
+            /// mis-shaped or not floating point; the error names it.
+            pub fn from_safetensors(path: impl #private::core::convert::AsRef<#private::std::path::Path>) -> #private::core::result::Result<Self, #private::WeightsError> {
+                let bytes = #private::Weights::read_file(path.as_ref())?;
+                Self::from_safetensors_bytes(&bytes)
+            }
+
+            /// As [`Self::from_safetensors`], from the file's bytes.
+            ///
+            /// # Errors
+            /// As [`Self::from_safetensors`].
+            pub fn from_safetensors_bytes(bytes: &[u8]) -> #private::core::result::Result<Self, #private::WeightsError> {
+                let mut weights = #private::Weights::parse(bytes)?;
+                let model = Self { #(#load,)* };
+                weights.finish()?;
+                #private::core::result::Result::Ok(model)
+            }
+
+            #head_fns
+
+            /// The backbone's output for a batch: `[N, C, H, W]` before pooling.
+            pub fn features(&self, x: &#batch_in) -> #batch_features {
+                let mut out = <#batch_features>::zeros(x.len());
+                self.features_with(&mut #private::Workspace::new(), x, &mut out);
+                out
+            }
+
+            /// As [`Self::features`], into `out`, with a kept workspace.
+            ///
+            /// # Panics
+            /// If `out` holds another number of images than `x`.
+            pub fn features_with(&self, workspace: &mut #private::Workspace, x: &#batch_in, out: &mut #batch_features) {
+                #private::core::assert_eq!(out.len(), x.len(), "the output holds {} images for {}", out.len(), x.len());
+                let mut exec = workspace.exec(x.view(), Self::ARENA_FLOATS);
+                let features = self.backbone(&mut exec);
+                exec.copy_out(features, out.view_mut());
+            }
+
+            /// Every step up to the backbone's output; returns where it is.
+            fn backbone(&self, exec: &mut #private::Exec<'_>) -> #private::Src {
+                #(#slots)*
+                #(#body)*
+                #features
+            }
+        }
+    }
+}
+
+/// The local name of the arena slot a step writes.
+fn step_slot(graph: &Graph, step: &Step) -> Ident {
+    let id = match step.kind {
+        StepKind::Conv { conv, .. } => conv,
+        StepKind::Affine { bn, .. } => bn,
+        _ => step.output,
+    };
+    format_ident!("{}", graph.nodes[id].name.replace('.', "_"))
 }

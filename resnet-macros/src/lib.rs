@@ -16,6 +16,7 @@ mod diag;
 mod ir;
 mod lower;
 mod parse;
+mod passes;
 mod shape;
 mod spec;
 mod table;
@@ -55,6 +56,10 @@ pub(crate) struct Model {
     pub vis: Visibility,
     pub name: Ident,
     pub graph: ir::Graph,
+    /// The fused inference steps, in execution order.
+    pub steps: Vec<passes::Step>,
+    /// The activation arena.
+    pub plan: passes::Plan,
     /// The YAML file it was read from, which the generated code includes.
     pub spec_file: Option<PathBuf>,
 }
@@ -100,11 +105,18 @@ fn compile(def: ModelDef) -> syn::Result<Model> {
         }
     };
     let graph = compile_spec(entries, &spec_loc)?;
+    // The passes fail only on a graph the lowering should never build.
+    let steps = passes::fuse(&graph)
+        .and_then(passes::schedule)
+        .map_err(|e| spec_loc.error(format!("internal error while fusing layers: {e}")))?;
+    let plan = passes::plan(&steps);
     Ok(Model {
         attrs,
         vis,
         name,
         graph,
+        steps,
+        plan,
         spec_file,
     })
 }

@@ -44,27 +44,21 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// An empty workspace; it grows on the first pass of each larger batch.
+    /// An empty workspace; it grows on its first pass with each larger batch.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Makes room for a batch of `n` (arena floats per image, scratch
-    /// floats) and hands out the execution context.
-    pub fn exec<'a>(
-        &'a mut self,
-        input: ArrayView4<'a, f32>,
-        arena_per_image: usize,
-        scratch: usize,
-        threads: usize,
-    ) -> Exec<'a> {
+    /// Makes room for a batch of `input.len()` images with
+    /// `arena_per_image` floats of activations each, and starts a pass on
+    /// the current rayon pool's threads. Only the first pass of a larger
+    /// batch (and each kernel's first use of scratch) allocates.
+    pub fn exec<'a>(&'a mut self, input: ArrayView4<'a, f32>, arena_per_image: usize) -> Exec<'a> {
         let n = input.dim().0;
         if self.arena.len() < arena_per_image * n {
             self.arena.resize(arena_per_image * n, 0.0);
         }
-        if self.scratch.len() < scratch {
-            self.scratch.resize(scratch, 0.0);
-        }
+        let threads = rayon::current_num_threads();
         Exec {
             arena: &mut self.arena,
             scratch: &mut self.scratch,
@@ -78,12 +72,11 @@ impl Workspace {
 /// One forward pass in progress.
 pub struct Exec<'a> {
     arena: &'a mut [f32],
-    scratch: &'a mut [f32],
+    scratch: &'a mut Vec<f32>,
     input: ArrayView4<'a, f32>,
     n: usize,
     threads: usize,
 }
-
 /// The arena split into the region `dst` writes and the regions read.
 fn split<'b>(
     arena: &'b mut [f32],
@@ -156,13 +149,17 @@ impl Exec<'_> {
         relu: bool,
     ) {
         let threads = self.threads;
+        let need = layer.conv().workspace_len(threads);
+        if self.scratch.len() < need {
+            self.scratch.resize(need, 0.0);
+        }
         // The scratch is not part of the arena, so it can be borrowed alongside.
-        let scratch = std::mem::take(&mut self.scratch);
+        let mut scratch = std::mem::take(self.scratch);
         let (out, input, residual) = self.io(src, dst, residual);
         layer
             .conv()
-            .forward(input, out, residual, relu, scratch, threads);
-        self.scratch = scratch;
+            .forward(input, out, residual, relu, &mut scratch[..need], threads);
+        *self.scratch = scratch;
     }
 
     /// `dst = relu?(bn(src))` for a batch norm that could not be folded.
@@ -186,13 +183,16 @@ impl Exec<'_> {
     /// `out = fc(mean over H, W of src)`.
     pub fn head(&mut self, fc: &Linear, src: Src, out: ArrayViewMut2<'_, f32>) {
         let n = self.n;
+        let channels = fc.weight.dim().1;
+        if self.scratch.len() < channels {
+            self.scratch.resize(channels, 0.0);
+        }
         let input = match src {
             Src::Input => self.input.view(),
             Src::Arena(s) => view4(&self.arena[s.range(n)], n, s.shape),
         };
         avg_pool_linear(input, fc.weight.view(), fc.bias.view(), out, self.scratch);
     }
-
     /// `out = src`, for a backbone's features.
     pub fn copy_out(&mut self, src: Src, mut out: ArrayViewMut4<'_, f32>) {
         let n = self.n;

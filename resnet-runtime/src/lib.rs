@@ -15,7 +15,14 @@
 //! assert_eq!(ResNet50::FEATURES, [2048, 7, 7]);
 //! let convolution_blocks = ResNet50::BLOCKS.iter().filter(|b| b.is_convolution_block()).count();
 //! assert_eq!(convolution_blocks, 4);
-//! println!("{}", ResNet50); // the layer table
+//! println!("{}", ResNet50::SUMMARY); // the layer table
+//!
+//! // Random weights here; `ResNet50::from_safetensors("resnet50.safetensors")`
+//! // loads torchvision's.
+//! let model = ResNet50::new_random(0);
+//! let images = resnet_runtime::Batch::<3, 224, 224>::zeros(1);
+//! let logits: resnet_runtime::Logits<1000> = model.forward(&images);
+//! assert_eq!(logits.len(), 1);
 //! ```
 
 pub mod exec;
@@ -25,7 +32,10 @@ pub mod layers;
 pub mod tensor;
 pub mod weights;
 
+pub use exec::Workspace;
 pub use info::{BlockInfo, BlockKind, LayerInfo, Shortcut};
+/// The array crate the tensors are built on, re-exported so users need no second dependency.
+pub use ndarray;
 pub use tensor::{Batch, Logits, ShapeError};
 pub use weights::{Weights, WeightsError};
 
@@ -36,7 +46,7 @@ pub use resnet_macros::resnet;
 /// Paths the generated code uses; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::exec::{Slot, Src, Workspace};
+    pub use crate::exec::{Exec, Slot, Src, Workspace};
     pub use crate::info::{BlockInfo, BlockKind, LayerInfo, Shortcut};
     pub use crate::kernels::ConvParams;
     pub use crate::layers::{Affine, ConvLayer, Linear, Rng};

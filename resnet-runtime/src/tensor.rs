@@ -137,6 +137,11 @@ impl<const K: usize> Logits<K> {
         self.data.view()
     }
 
+    /// The `[N, K]` mutable view.
+    pub fn view_mut(&mut self) -> ndarray::ArrayViewMut2<'_, f32> {
+        self.data.view_mut()
+    }
+
     /// The `[N, K]` array.
     pub fn into_array(self) -> Array2<f32> {
         self.data

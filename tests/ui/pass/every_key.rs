@@ -28,5 +28,11 @@ fn main() {
     assert_eq!(Backbone::OUTPUT, Backbone::FEATURES);
     assert_eq!(Everything::OUTPUT, [7]);
     assert_eq!(Cifar56::PARAMS, 853_018);
-    println!("{Everything}{Backbone}{Cifar56}");
+    // Every key also runs: the pre-activation, deep-stem, grouped, v1 network.
+    let x = resnet_runtime::Batch::<1, 96, 80>::zeros(2);
+    let logits = Everything::new_random(1).forward(&x);
+    assert!(logits.view().iter().all(|v| v.is_finite()));
+    let features = Backbone::new_random(2).forward(&resnet_runtime::Batch::<3, 64, 64>::zeros(1));
+    assert_eq!(features.view().dim(), (1, 128, 8, 8));
+    println!("{}{}{}", Everything::SUMMARY, Backbone::SUMMARY, Cifar56::SUMMARY);
 }

@@ -1,0 +1,348 @@
+//! Inference passes over the IR, which itself stays the unfused training
+//! graph:
+//!
+//! - [`fuse`]: each convolution takes the batch norm after it (folded at
+//!   load time), then the residual add and the ReLU after those; a global
+//!   average pool and the linear layer after it become one head; a batch
+//!   norm that precedes its convolution (pre-activation) stays an affine step.
+//! - [`schedule`]: the fused steps in an order that computes each block's
+//!   shortcut before the convolution that adds it.
+//! - [`plan`]: every value an offset in one arena, by liveness, so values
+//!   that are never alive together share memory.
+
+use crate::ir::{Graph, NodeId, Op, Shape};
+use std::collections::BinaryHeap;
+
+/// What a fused step does; the node ids name the IR nodes it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// A convolution, its batch norm if any, then `relu?(y + residual)`.
+    Conv {
+        conv: NodeId,
+        bn: Option<NodeId>,
+        relu: bool,
+    },
+    /// A batch norm before its convolution, and its ReLU if any.
+    Affine { bn: NodeId, relu: bool },
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    /// The spatial half of a zero-padded shortcut.
+    Subsample { stride: usize },
+    /// Global average pool and the classifier.
+    Head { fc: NodeId },
+}
+
+/// A fused step: reads `input` (and `residual`), writes `output`. Values
+/// are named by the IR node that produces them (0 is the network input).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub kind: StepKind,
+    pub input: NodeId,
+    pub residual: Option<NodeId>,
+    pub output: NodeId,
+    /// What `output` holds per image: the IR node's shape, except that a
+    /// subsampled shortcut keeps its input's channels (the add pads them).
+    pub shape: Shape,
+    /// The first IR node of the step, for a stable order.
+    first: NodeId,
+}
+
+/// Fuses the graph's nodes into steps (in IR order; see [`schedule`]).
+/// Errors name a node the pass cannot place, which would be a compiler bug.
+pub fn fuse(graph: &Graph) -> Result<Vec<Step>, String> {
+    let nodes = &graph.nodes;
+    let mut users = vec![Vec::new(); nodes.len()];
+    for (id, node) in nodes.iter().enumerate() {
+        for &input in &node.inputs {
+            users[input].push(id);
+        }
+    }
+    // The node holding a node's value after fusion.
+    let mut value: Vec<NodeId> = (0..nodes.len()).collect();
+    let only_user = |id: NodeId, op: fn(&Op) -> bool| match users[id][..] {
+        [user] if op(&nodes[user].op) => Some(user),
+        _ => None,
+    };
+    let mut fused = vec![false; nodes.len()];
+    let mut steps = Vec::new();
+    for (id, node) in nodes.iter().enumerate().skip(1) {
+        if fused[id] {
+            continue;
+        }
+        let input = value[node.inputs[0]];
+        let mut step = |kind, residual: Option<NodeId>, members: &[NodeId]| {
+            let output = *members.last().unwrap_or(&id);
+            for &m in members {
+                fused[m] = true;
+                value[m] = output;
+            }
+            let mut shape = nodes[output].shape;
+            if let StepKind::Subsample { .. } = kind {
+                shape.c = nodes[input].shape.c;
+            }
+            steps.push(Step {
+                kind,
+                input,
+                residual,
+                output,
+                shape,
+                first: id,
+            });
+        };
+        match node.op {
+            Op::Conv(_) => {
+                let mut members = vec![id];
+                let bn = only_user(id, |op| matches!(op, Op::BatchNorm));
+                members.extend(bn);
+                let last = *members.last().unwrap_or(&id);
+                let add = only_user(last, |op| matches!(op, Op::Add))
+                    .filter(|&add| nodes[add].inputs[0] == last);
+                members.extend(add);
+                let residual = add.map(|add| nodes[add].inputs[1]);
+                let last = *members.last().unwrap_or(&id);
+                let relu = only_user(last, |op| matches!(op, Op::Relu));
+                members.extend(relu);
+                // The residual is resolved after scheduling, when its producer is known.
+                step(
+                    StepKind::Conv {
+                        conv: id,
+                        bn,
+                        relu: relu.is_some(),
+                    },
+                    residual,
+                    &members,
+                );
+            }
+            Op::BatchNorm => {
+                let relu = only_user(id, |op| matches!(op, Op::Relu));
+                let members: Vec<NodeId> = [id].into_iter().chain(relu).collect();
+                step(
+                    StepKind::Affine {
+                        bn: id,
+                        relu: relu.is_some(),
+                    },
+                    None,
+                    &members,
+                );
+            }
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => step(
+                StepKind::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                },
+                None,
+                &[id],
+            ),
+            Op::ZeroPad { stride, .. } if stride > 1 => {
+                step(StepKind::Subsample { stride }, None, &[id])
+            }
+            // Channel padding alone is the zero-padded residual add itself.
+            Op::ZeroPad { .. } => value[id] = input,
+            Op::GlobalAvgPool => match only_user(id, |op| matches!(op, Op::Linear { .. })) {
+                Some(fc) => step(StepKind::Head { fc }, None, &[id, fc]),
+                None => return Err(format!("`{}` is not followed by the classifier", node.name)),
+            },
+            Op::Input | Op::Relu | Op::Add | Op::Linear { .. } => {
+                return Err(format!(
+                    "`{}` ({}) has no fused step",
+                    node.name,
+                    node.op.describe()
+                ))
+            }
+        }
+    }
+    for step in &mut steps {
+        step.residual = step.residual.map(|r| value[r]);
+    }
+    Ok(steps)
+}
+
+/// Orders `steps` so each runs after the steps it reads, keeping IR order
+/// otherwise (so a block's shortcut runs just before the convolution that
+/// adds it).
+pub fn schedule(steps: Vec<Step>) -> Result<Vec<Step>, String> {
+    let producer = |value: NodeId| steps.iter().position(|s| s.output == value);
+    let deps: Vec<Vec<usize>> = steps
+        .iter()
+        .map(|s| {
+            [Some(s.input), s.residual]
+                .into_iter()
+                .flatten()
+                .filter_map(producer)
+                .collect()
+        })
+        .collect();
+    let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut dependents = vec![Vec::new(); steps.len()];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    // Ready steps, earliest IR position first.
+    let mut ready: BinaryHeap<std::cmp::Reverse<(NodeId, usize)>> = BinaryHeap::new();
+    for (i, s) in steps.iter().enumerate() {
+        if waiting[i] == 0 {
+            ready.push(std::cmp::Reverse((s.first, i)));
+        }
+    }
+    let mut order = Vec::with_capacity(steps.len());
+    while let Some(std::cmp::Reverse((_, i))) = ready.pop() {
+        order.push(i);
+        for &j in &dependents[i] {
+            waiting[j] -= 1;
+            if waiting[j] == 0 {
+                ready.push(std::cmp::Reverse((steps[j].first, j)));
+            }
+        }
+    }
+    if order.len() != steps.len() {
+        return Err("the fused steps have a cycle".into());
+    }
+    let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| steps[i].take()).collect())
+}
+
+/// The arena: each value's offset (floats per image) and the arena's size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// `(value, offset)` for every value a step writes, except the network's
+    /// output when the last step writes straight into the caller's tensor.
+    pub offsets: Vec<(NodeId, usize)>,
+    /// Floats per image.
+    pub floats: usize,
+}
+
+/// Assigns arena offsets by liveness: largest values first, each at the
+/// lowest offset free for its whole lifetime (greedy by size).
+pub fn plan(steps: &[Step]) -> Plan {
+    let size = |v: NodeId| match steps.iter().find(|s| s.output == v) {
+        Some(step) => step.shape.c * step.shape.h * step.shape.w,
+        None => 0,
+    };
+    // Lifetime of each value in the arena: from its step to its last reader.
+    let mut values: Vec<(NodeId, usize, usize)> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        if matches!(step.kind, StepKind::Head { .. }) {
+            continue; // writes the caller's logits
+        }
+        let last = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.input == step.output || s.residual == Some(step.output))
+            .map(|(j, _)| j)
+            .max()
+            // The backbone's output is copied out after the last step.
+            .unwrap_or(steps.len());
+        values.push((step.output, i, last));
+    }
+    values.sort_by_key(|&(v, def, _)| (std::cmp::Reverse(size(v)), def));
+    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (offset, end, def, last)
+    let mut offsets = Vec::new();
+    for (v, def, last) in values {
+        let len = size(v);
+        let mut conflicts: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&(_, _, d, l)| d <= last && def <= l)
+            .map(|&(o, e, _, _)| (o, e))
+            .collect();
+        conflicts.sort_unstable();
+        let mut offset = 0;
+        for (o, e) in conflicts {
+            if offset + len <= o {
+                break;
+            }
+            offset = offset.max(e);
+        }
+        placed.push((offset, offset + len, def, last));
+        offsets.push((v, offset));
+    }
+    offsets.sort_unstable();
+    let floats = placed.iter().map(|&(_, e, _, _)| e).max().unwrap_or(0);
+    Plan { offsets, floats }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check;
+    use std::str::FromStr;
+
+    fn graph(spec: &str) -> Graph {
+        check(proc_macro2::TokenStream::from_str(spec).unwrap())
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn a_bottleneck_fuses_to_four_convolutions_with_the_add_in_the_last() {
+        let g = graph("pub N<stages: [1], bottleneck: true, input: [3, 64, 64]>");
+        let steps = schedule(fuse(&g).unwrap()).unwrap();
+        let names: Vec<String> = steps
+            .iter()
+            .map(|s| match s.kind {
+                StepKind::Conv { conv, relu, .. } => {
+                    format!(
+                        "{}{}{}",
+                        g.nodes[conv].name,
+                        if s.residual.is_some() { "+res" } else { "" },
+                        if relu { "+relu" } else { "" }
+                    )
+                }
+                StepKind::MaxPool { .. } => "maxpool".into(),
+                StepKind::Head { .. } => "head".into(),
+                ref other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "conv1+relu",
+                "maxpool",
+                "layer1.0.conv1+relu",
+                "layer1.0.conv2+relu",
+                "layer1.0.downsample.0",
+                "layer1.0.conv3+res+relu",
+                "head"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_arena_reuses_memory_of_dead_values() {
+        // A basic stage at 8x8 with 4 channels: every value is 256 floats.
+        let g =
+            graph("pub N<stages: [3], widths: [4], stem: cifar, input: [1, 8, 8], classes: none>");
+        let steps = schedule(fuse(&g).unwrap()).unwrap();
+        let plan = plan(&steps);
+        // conv1 then 3 blocks of 2 convolutions: at most three values are alive
+        // at once (a block's input, its middle, its output).
+        assert_eq!(steps.len(), 7);
+        assert_eq!(plan.floats, 3 * 256);
+        // No two values alive together overlap.
+        let live = |v: NodeId| {
+            let def = steps.iter().position(|s| s.output == v).unwrap();
+            let last = steps
+                .iter()
+                .rposition(|s| s.input == v || s.residual == Some(v))
+                .unwrap_or(steps.len());
+            (def, last)
+        };
+        for (i, &(a, oa)) in plan.offsets.iter().enumerate() {
+            for &(b, ob) in &plan.offsets[i + 1..] {
+                let ((da, la), (db, lb)) = (live(a), live(b));
+                if da <= lb && db <= la {
+                    assert!(oa + 256 <= ob || ob + 256 <= oa, "{a} and {b} overlap");
+                }
+            }
+        }
+    }
+}
