@@ -1,0 +1,223 @@
+//! Outputs against PyTorch's: `tools/make_fixtures.py` filled every tensor of
+//! each model from a formula of its name and element index, ran a
+//! formula-made batch of two images in eval mode, and kept the logits and
+//! feature checksums in `tests/fixtures/parity.json`. Here the same formula
+//! rebuilds the weights as a safetensors file with torchvision's names, the
+//! model loads it like any checkpoint, and its outputs must agree within
+//! 1e-4 of the largest logit.
+
+use resnet_rs::*;
+use resnet_runtime::{resnet, Batch, Logits, WeightsError};
+use safetensors::tensor::{Dtype, TensorView};
+use serde_json::Value;
+
+resnet! {
+    /// The paper's v1 stride placement (on the first 1x1).
+    ResNet50V1<stages: [3, 4, 6, 3], bottleneck: true, stride_on: conv1x1>
+    /// Pre-activation ResNet-18 (v2).
+    PreActResNet18<stages: [2, 2, 2, 2], preact: true>
+}
+
+/// FNV-1a over the name's bytes.
+fn fnv1a(name: &str) -> u32 {
+    name.bytes()
+        .fold(0x811C_9DC5, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+}
+
+/// `u(i)` in [0, 1) for tensor `name` (murmur3's finaliser of a hashed index).
+fn uniform(name: &str, i: usize) -> f64 {
+    let mut x = (i as u32).wrapping_add(fnv1a(name).wrapping_mul(0x9E37_79B1));
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x85EB_CA6B);
+    x ^= x >> 13;
+    x = x.wrapping_mul(0xC2B2_AE35);
+    x ^= x >> 16;
+    x as f64 / 4_294_967_296.0
+}
+
+/// Element `i` of tensor `name`, as `tools/make_fixtures.py` defines it.
+fn formula(name: &str, shape: &[usize], i: usize) -> f32 {
+    let u = uniform(name, i);
+    let v = if name.ends_with("running_var") {
+        0.5 + u
+    } else if name.ends_with("running_mean") || name.ends_with("bias") {
+        0.2 * (u - 0.5)
+    } else if shape.len() == 4 {
+        (u - 0.5) * (24.0 / (shape[1] * shape[2] * shape[3]) as f64).sqrt()
+    } else if shape.len() == 2 {
+        (u - 0.5) * (12.0 / shape[1] as f64).sqrt()
+    } else {
+        0.1 + 0.3 * u
+    };
+    v as f32
+}
+
+fn fixture(key: &str) -> Value {
+    static FIXTURES: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let all = FIXTURES.get_or_init(|| {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/parity.json"
+        ))
+        .expect("tests/fixtures/parity.json (made by tools/make_fixtures.py)");
+        serde_json::from_str(&text).expect("valid fixture JSON")
+    });
+    all[key].clone()
+}
+
+/// The fixture's tensors, made by the formula, as a safetensors file.
+fn weights(fixture: &Value) -> Vec<u8> {
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = fixture["tensors"]
+        .as_array()
+        .expect("a tensor list")
+        .iter()
+        .map(|t| {
+            let name = t[0].as_str().expect("a name").to_owned();
+            let shape: Vec<usize> = t[1]
+                .as_array()
+                .expect("a shape")
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let bytes = if name.ends_with("num_batches_tracked") {
+                0i64.to_le_bytes().to_vec()
+            } else {
+                let count: usize = shape.iter().product();
+                (0..count)
+                    .flat_map(|i| formula(&name, &shape, i).to_le_bytes())
+                    .collect()
+            };
+            (name, shape, bytes)
+        })
+        .collect();
+    let views = tensors.iter().map(|(name, shape, bytes)| {
+        let dtype = if name.ends_with("num_batches_tracked") {
+            Dtype::I64
+        } else {
+            Dtype::F32
+        };
+        (
+            name.clone(),
+            TensorView::new(dtype, shape.clone(), bytes).expect("consistent tensor"),
+        )
+    });
+    safetensors::serialize(views, None).expect("serializable")
+}
+
+/// The fixture's input batch: `2 u - 1` in f32 for tensor "input".
+fn input<const C: usize, const H: usize, const W: usize>() -> Batch<C, H, W> {
+    Batch::from_fn(2, |(n, c, y, x)| {
+        2.0 * uniform("input", ((n * C + c) * H + y) * W + x) as f32 - 1.0
+    })
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("a list")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
+
+/// Checks logits and feature checksums against the fixture.
+fn check<const K: usize, const C: usize, const H: usize, const W: usize>(
+    key: &str,
+    logits: &Logits<K>,
+    features: &Batch<C, H, W>,
+) {
+    let fixture = fixture(key);
+    let want: Vec<f64> = fixture["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(numbers)
+        .collect();
+    let got: Vec<f64> = logits.view().iter().map(|&v| v as f64).collect();
+    assert_eq!(got.len(), want.len(), "{key}: logit count");
+    let largest = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0f64, f64::max);
+    assert!(
+        worst / largest < 1e-4,
+        "{key}: max |logit - PyTorch| = {worst:e}, {:e} of the largest",
+        worst / largest
+    );
+
+    let f = features.view();
+    for (image, (sum, abs)) in numbers(&fixture["feature_sums"])
+        .into_iter()
+        .zip(numbers(&fixture["feature_abs_sums"]))
+        .enumerate()
+    {
+        let mine = f.index_axis(resnet_runtime::ndarray::Axis(0), image);
+        let (my_sum, my_abs) = mine.iter().fold((0f64, 0f64), |(s, a), &v| {
+            (s + v as f64, a + (v as f64).abs())
+        });
+        assert!(
+            (my_sum - sum).abs() < 1e-4 * abs,
+            "{key}: image {image} feature sum {my_sum} vs {sum}"
+        );
+        assert!(
+            (my_abs - abs).abs() < 1e-4 * abs,
+            "{key}: image {image} feature |sum| {my_abs} vs {abs}"
+        );
+    }
+}
+
+macro_rules! parity {
+    ($test:ident, $key:literal, $model:ty, $c:literal, $side:literal) => {
+        #[test]
+        fn $test() -> Result<(), WeightsError> {
+            let fixture = fixture($key);
+            assert_eq!(fixture["input"], serde_json::json!([2, $c, $side, $side]));
+            let model = <$model>::from_safetensors_bytes(&weights(&fixture))?;
+            let x = input::<$c, $side, $side>();
+            check($key, &model.forward(&x), &model.features(&x));
+            Ok(())
+        }
+    };
+}
+
+parity!(resnet18_matches_pytorch, "resnet18", ResNet18, 3, 224);
+parity!(resnet34_matches_pytorch, "resnet34", ResNet34, 3, 224);
+parity!(resnet50_matches_pytorch, "resnet50", ResNet50, 3, 224);
+parity!(resnet101_matches_pytorch, "resnet101", ResNet101, 3, 224);
+parity!(resnet152_matches_pytorch, "resnet152", ResNet152, 3, 224);
+parity!(
+    resnext50_32x4d_matches_pytorch,
+    "resnext50_32x4d",
+    ResNeXt50x32x4d,
+    3,
+    224
+);
+parity!(
+    wide_resnet50_2_matches_pytorch,
+    "wide_resnet50_2",
+    WideResNet50x2,
+    3,
+    224
+);
+parity!(
+    resnet50_v1_matches_the_papers_stride_placement,
+    "resnet50_v1",
+    ResNet50V1,
+    3,
+    224
+);
+parity!(
+    cifar_resnet20_with_zero_padded_shortcuts_matches,
+    "cifar_resnet20",
+    CifarResNet20,
+    3,
+    32
+);
+parity!(
+    preact_resnet18_matches_resnet_v2,
+    "preact_resnet18",
+    PreActResNet18,
+    3,
+    224
+);
