@@ -1,0 +1,47 @@
+//! A model is shared across threads: `Send + Sync`, and eight threads
+//! running it at once (each with its own workspace) get the same bits as one.
+
+use resnet_rs::ResNet18;
+use resnet_runtime::{Batch, Logits, Workspace};
+
+#[test]
+fn models_are_send_and_sync() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<ResNet18>();
+    shareable::<resnet_rs::ResNet152>();
+    shareable::<resnet_rs::CifarResNet56>();
+}
+
+#[test]
+fn eight_threads_at_once_get_the_same_bits_as_one() {
+    let model = ResNet18::new_random(3);
+    let x = Batch::<3, 224, 224>::from_fn(1, |(_, c, h, w)| {
+        (((c * 31 + h * 7 + w) % 11) as f32 - 5.0) / 5.0
+    });
+    let alone = model.forward(&x);
+    let together: Vec<Logits<1000>> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut workspace = Workspace::new();
+                    let mut out = Logits::zeros(1);
+                    for _ in 0..2 {
+                        model.forward_with(&mut workspace, &x, &mut out);
+                    }
+                    out
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (i, logits) in together.iter().enumerate() {
+        assert!(logits == &alone, "thread {i} differs");
+    }
+    // And one thread of its own gives the same bits as the shared pool.
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| model.forward(&x));
+    assert!(single == alone, "1 thread and the default pool differ");
+}
