@@ -216,7 +216,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                     }
                     None => quote!(#private::core::option::Option::None),
                 };
-                load.push(quote!(#f: #private::ConvLayer::load(&mut weights, #conv_name, #bn_name, Self::#p)?));
+                load.push(quote!(#f: loader.conv(#conv_name, #bn_name, Self::#p)));
                 let (input, out) = (src(step.input), step_slot(graph, step));
                 let residual = match step.residual {
                     Some(r) => {
@@ -235,7 +235,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                     format!(" `{bn_name}` (before its convolution): BatchNorm2d, {input_shape}");
                 fields.push(quote!(#[doc = #doc] #f: #private::Affine));
                 random.push(quote!(#f: #private::Affine::random(#channels)));
-                load.push(quote!(#f: #private::Affine::load(&mut weights, #bn_name, #channels)?));
+                load.push(quote!(#f: loader.affine(#bn_name, #channels)));
                 let (input, out) = (src(step.input), step_slot(graph, step));
                 body.push(quote!(exec.affine(&self.#f, #input, #out, #relu);));
             }
@@ -266,7 +266,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                 );
                 fields.push(quote!(#[doc = #doc] #f: #private::Linear));
                 random.push(quote!(#f: #private::Linear::random(&mut rng, #channels, #classes)));
-                load.push(quote!(#f: #private::Linear::load(&mut weights, #fc_name, #channels, #classes)?));
+                load.push(quote!(#f: loader.linear(#fc_name, #channels, #classes)));
                 head = Some((f, src(step.input)));
             }
         }
@@ -370,9 +370,9 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
             /// # Errors
             /// As [`Self::from_safetensors`].
             pub fn from_safetensors_bytes(bytes: &[u8]) -> #private::core::result::Result<Self, #private::WeightsError> {
-                let mut weights = #private::Weights::parse(bytes)?;
+                let mut loader = #private::Loader::new(bytes)?;
                 let model = Self { #(#load,)* };
-                weights.finish()?;
+                loader.finish()?;
                 #private::core::result::Result::Ok(model)
             }
 

@@ -4,6 +4,7 @@
 use crate::kernels::elementwise::{fold_batch_norm, BN_EPS};
 use crate::kernels::{Conv2d, ConvParams};
 use crate::weights::{Weights, WeightsError};
+use ndarray::Array;
 use ndarray::{Array1, Array2, Array4, Ix1, Ix2, Ix4};
 
 /// A deterministic random source for `new_random(seed)` (SplitMix64).
@@ -219,6 +220,87 @@ impl Linear {
         Linear {
             weight: Array2::from_shape_simple_fn((classes, channels), &mut draw),
             bias: Array1::from_shape_simple_fn(classes, draw),
+        }
+    }
+}
+
+/// Loads a model's layers one by one, keeping the first error: each method
+/// returns the layer, or after an error an unloaded placeholder (which
+/// allocates nothing and is only ever dropped), and [`Loader::finish`]
+/// reports the error. Generated code builds its struct with these, so it
+/// needs no `?` per field, whose error paths would grow with the square of
+/// the number of layers.
+pub struct Loader<'a> {
+    weights: Weights<'a>,
+    error: Option<WeightsError>,
+}
+
+impl<'a> Loader<'a> {
+    /// Parses a safetensors file's bytes.
+    ///
+    /// # Errors
+    /// If they are not a complete safetensors file.
+    pub fn new(bytes: &'a [u8]) -> Result<Self, WeightsError> {
+        Ok(Loader {
+            weights: Weights::parse(bytes)?,
+            error: None,
+        })
+    }
+
+    fn record<T>(
+        &mut self,
+        load: impl FnOnce(&mut Weights<'a>) -> Result<T, WeightsError>,
+        unloaded: impl FnOnce() -> T,
+    ) -> T {
+        if self.error.is_none() {
+            match load(&mut self.weights) {
+                Ok(layer) => return layer,
+                Err(e) => self.error = Some(e),
+            }
+        }
+        unloaded()
+    }
+
+    /// [`ConvLayer::load`].
+    pub fn conv(&mut self, conv: &str, bn: Option<&str>, p: ConvParams) -> ConvLayer {
+        self.record(
+            |w| ConvLayer::load(w, conv, bn, p),
+            || ConvLayer {
+                conv: Conv2d::unloaded(p),
+            },
+        )
+    }
+
+    /// [`Affine::load`].
+    pub fn affine(&mut self, name: &str, channels: usize) -> Affine {
+        self.record(
+            |w| Affine::load(w, name, channels),
+            || Affine {
+                scale: Vec::new(),
+                shift: Vec::new(),
+            },
+        )
+    }
+
+    /// [`Linear::load`].
+    pub fn linear(&mut self, name: &str, channels: usize, classes: usize) -> Linear {
+        self.record(
+            |w| Linear::load(w, name, channels, classes),
+            || Linear {
+                weight: Array::zeros((0, 0)),
+                bias: Array::zeros(0),
+            },
+        )
+    }
+
+    /// The first error, or else a check that every tensor was used.
+    ///
+    /// # Errors
+    /// The first layer's error, or [`WeightsError::Unexpected`].
+    pub fn finish(self) -> Result<(), WeightsError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => self.weights.finish(),
         }
     }
 }

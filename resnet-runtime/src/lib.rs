@@ -49,7 +49,7 @@ pub mod __private {
     pub use crate::exec::{Exec, Slot, Src, Workspace};
     pub use crate::info::{BlockInfo, BlockKind, LayerInfo, Shortcut};
     pub use crate::kernels::ConvParams;
-    pub use crate::layers::{Affine, ConvLayer, Linear, Rng};
+    pub use crate::layers::{Affine, ConvLayer, Linear, Loader, Rng};
     pub use crate::tensor::{Batch, Logits};
     pub use crate::weights::{Weights, WeightsError};
     pub use ::core;

@@ -196,6 +196,18 @@ impl Conv2d {
         }
     }
 
+    /// A convolution with no weights, which allocates nothing: what a model
+    /// holds for a layer whose weights failed to load, until it is dropped.
+    /// It must never run.
+    pub(crate) fn unloaded(params: ConvParams) -> Self {
+        Conv2d {
+            params,
+            strategy: ConvStrategy::Patches,
+            packed: Packed::Gemm(Vec::new()),
+            bias: Vec::new(),
+        }
+    }
+
     /// The convolution's shape.
     pub fn params(&self) -> &ConvParams {
         &self.params
