@@ -18,10 +18,15 @@ const LABELS: &str = include_str!("imagenet_classes.txt");
 
 /// Decodes, resizes (shorter side 256), center-crops 224 and normalises.
 fn preprocess(path: &str) -> Result<Batch<3, 224, 224>, String> {
-    let image = image::open(path).map_err(|e| format!("cannot read image {path}: {e}"))?.to_rgb8();
+    let image = image::open(path)
+        .map_err(|e| format!("cannot read image {path}: {e}"))?
+        .to_rgb8();
     let (w, h) = image.dimensions();
     let scale = 256.0 / w.min(h) as f64;
-    let (w, h) = (((w as f64 * scale).round() as u32).max(224), ((h as f64 * scale).round() as u32).max(224));
+    let (w, h) = (
+        ((w as f64 * scale).round() as u32).max(224),
+        ((h as f64 * scale).round() as u32).max(224),
+    );
     let resized = imageops::resize(&image, w, h, FilterType::Triangle);
     let crop = imageops::crop_imm(&resized, (w - 224) / 2, (h - 224) / 2, 224, 224).to_image();
     Ok(Batch::from_fn(1, |(_, c, y, x)| {
@@ -29,7 +34,11 @@ fn preprocess(path: &str) -> Result<Batch<3, 224, 224>, String> {
     }))
 }
 
-fn classify(model: &str, weights: &str, x: &Batch<3, 224, 224>) -> Result<Logits<1000>, WeightsError> {
+fn classify(
+    model: &str,
+    weights: &str,
+    x: &Batch<3, 224, 224>,
+) -> Result<Logits<1000>, WeightsError> {
     Ok(match model {
         "resnet18" => ResNet18::from_safetensors(weights)?.forward(x),
         "resnet34" => ResNet34::from_safetensors(weights)?.forward(x),
@@ -41,7 +50,12 @@ fn classify(model: &str, weights: &str, x: &Batch<3, 224, 224>) -> Result<Logits
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str);
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
     let (Some(weights), Some(image)) = (flag("--weights"), flag("--image")) else {
         eprintln!("usage: classify --weights resnet50.safetensors --image cat.jpg [--model resnet18|34|50|101|152]");
         return ExitCode::from(2);
@@ -71,7 +85,11 @@ fn main() -> ExitCode {
     let total: f32 = scores.iter().map(|&v| (v - max).exp()).sum();
     for (class, logit) in logits.top_k(0, 5) {
         let p = (logit - max).exp() / total;
-        println!("{:5.1}%  {} ({class})", 100.0 * p, labels.get(class).unwrap_or(&"?"));
+        println!(
+            "{:5.1}%  {} ({class})",
+            100.0 * p,
+            labels.get(class).unwrap_or(&"?")
+        );
     }
     ExitCode::SUCCESS
 }

@@ -511,7 +511,7 @@ fn channel_affine_and_subsample() {
     let mut out = Array4::zeros((2, 3, 5, 4));
     channel_affine(x.view(), &scale, &shift, true, out.view_mut());
     for ((b, c, y, xx), &got) in out.indexed_iter() {
-        assert_eq!(got, x[(b, c, y, xx)].mul_add(scale[c], shift[c]).max(0.0));
+        assert_eq!(got, (x[(b, c, y, xx)] * scale[c] + shift[c]).max(0.0));
     }
     let mut half = Array4::zeros((2, 3, 3, 2));
     subsample(x.view(), 2, half.view_mut());

@@ -74,7 +74,7 @@ pub fn channel_affine(
         {
             let (s, t) = (scale[c], shift[c]);
             out.zip_mut_with(&plane, |o, &v| {
-                let y = v.mul_add(s, t);
+                let y = v * s + t;
                 *o = if relu { y.max(0.0) } else { y };
             });
         }

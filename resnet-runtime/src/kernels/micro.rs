@@ -107,7 +107,7 @@ impl MicroKernel for Portable {
         for (a, b) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
             for (row, &ai) in acc.iter_mut().zip(a) {
                 for (x, &bj) in row.iter_mut().zip(b) {
-                    *x = ai.mul_add(bj, *x);
+                    *x += ai * bj;
                 }
             }
         }
