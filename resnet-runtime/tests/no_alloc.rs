@@ -13,46 +13,14 @@ use resnet_runtime::kernels::pool::{avg_pool_linear, max_pool2d};
 use resnet_runtime::kernels::{
     gemm, workspace_len, Conv2d, ConvParams, ConvStrategy, Epilogue, Isa, PackedWeights,
 };
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-struct Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: defers to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use counting_alloc::{allocations as allocated_so_far, make_every_worker_steal, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Runs enough small jobs on the current pool that every worker steals some.
-fn make_every_worker_steal() {
-    use rayon::prelude::*;
-    let sum: u32 = (0..100_000u32)
-        .into_par_iter()
-        .with_max_len(1)
-        .map(|i| std::hint::black_box(i) % 7)
-        .sum();
-    assert!(sum > 0);
-}
 
 /// Allocations made by 100 runs of `f` on a thread of `pool`, after warming up.
 fn allocations(pool: &rayon::ThreadPool, mut f: impl FnMut() + Send) -> usize {
@@ -60,11 +28,11 @@ fn allocations(pool: &rayon::ThreadPool, mut f: impl FnMut() + Send) -> usize {
     pool.install(|| {
         make_every_worker_steal();
         f();
-        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        let before = allocated_so_far();
         for _ in 0..100 {
             f();
         }
-        ALLOCATIONS.load(Ordering::SeqCst) - before
+        allocated_so_far() - before
     })
 }
 

@@ -383,48 +383,40 @@ impl PackB for Patches<'_> {
             ..
         } = self.params;
         let ow = self.out_w;
-        for (j, panel) in out[..nc.div_ceil(nr) * kc * nr]
-            .chunks_exact_mut(kc * nr)
-            .enumerate()
-        {
-            let col = n0 + j * nr;
-            let width = nr.min(n0 + nc - col);
-            for (k, dst) in panel.chunks_exact_mut(nr).enumerate() {
-                let k = k0 + k;
-                let (c, ky, kx) = (k / (kernel * kernel), k / kernel % kernel, k % kernel);
-                let plane = &self.input[c * in_h * in_w..][..in_h * in_w];
-                // Walk the columns one output row at a time.
-                let (mut oy, mut ox) = (col / ow, col % ow);
-                let mut filled = 0;
-                while filled < width {
-                    let run = (width - filled).min(ow - ox);
-                    let seg = &mut dst[filled..filled + run];
-                    let iy = (oy * stride + ky).wrapping_sub(padding);
-                    if iy >= in_h {
-                        seg.fill(0.0);
-                    } else {
-                        let row = &plane[iy * in_w..][..in_w];
-                        // ix = x0 + t * stride: zeros, an in-bounds run, zeros.
-                        let x0 = (ox * stride + kx) as isize - padding as isize;
-                        let (lo, hi) = in_bounds(x0, stride, in_w, run);
-                        seg[..lo].fill(0.0);
-                        seg[hi..].fill(0.0);
-                        if hi > lo {
-                            let from = (x0 + (lo * stride) as isize) as usize;
-                            if stride == 1 {
-                                seg[lo..hi].copy_from_slice(&row[from..from + (hi - lo)]);
-                            } else {
-                                let src = row[from..].iter().step_by(stride);
-                                seg[lo..hi].iter_mut().zip(src).for_each(|(v, &x)| *v = x);
-                            }
+        gemm::for_each_panel_row((k0, kc), (n0, nc), nr, out, |k, col, dst| {
+            let (c, ky, kx) = (k / (kernel * kernel), k / kernel % kernel, k % kernel);
+            let plane = &self.input[c * in_h * in_w..][..in_h * in_w];
+            let width = dst.len();
+            // Walk the columns one output row at a time.
+            let (mut oy, mut ox) = (col / ow, col % ow);
+            let mut filled = 0;
+            while filled < width {
+                let run = (width - filled).min(ow - ox);
+                let seg = &mut dst[filled..filled + run];
+                let iy = (oy * stride + ky).wrapping_sub(padding);
+                if iy >= in_h {
+                    seg.fill(0.0);
+                } else {
+                    let row = &plane[iy * in_w..][..in_w];
+                    // ix = x0 + t * stride: zeros, an in-bounds run, zeros.
+                    let x0 = (ox * stride + kx) as isize - padding as isize;
+                    let (lo, hi) = in_bounds(x0, stride, in_w, run);
+                    seg[..lo].fill(0.0);
+                    seg[hi..].fill(0.0);
+                    if hi > lo {
+                        let from = (x0 + (lo * stride) as isize) as usize;
+                        if stride == 1 {
+                            seg[lo..hi].copy_from_slice(&row[from..from + (hi - lo)]);
+                        } else {
+                            let src = row[from..].iter().step_by(stride);
+                            seg[lo..hi].iter_mut().zip(src).for_each(|(v, &x)| *v = x);
                         }
                     }
-                    filled += run;
-                    (oy, ox) = (oy + 1, 0);
                 }
-                dst[width..].fill(0.0);
+                filled += run;
+                (oy, ox) = (oy + 1, 0);
             }
-        }
+        });
     }
 }
 

@@ -173,20 +173,37 @@ pub struct DenseB<'a> {
     pub ld: usize,
 }
 
+/// Walks the packed layout [`PackB::pack`] writes: calls `fill(k, col,
+/// dst)` for each row `k` of `k0..k0 + kc` and each panel, with `dst` the
+/// panel's real columns `col..col + dst.len()` of that row; the panel's
+/// columns past `n0 + nc` are zeroed.
+pub fn for_each_panel_row(
+    (k0, kc): (usize, usize),
+    (n0, nc): (usize, usize),
+    nr: usize,
+    out: &mut [f32],
+    mut fill: impl FnMut(usize, usize, &mut [f32]),
+) {
+    for (j, panel) in out[..nc.div_ceil(nr) * kc * nr]
+        .chunks_exact_mut(kc * nr)
+        .enumerate()
+    {
+        let col = n0 + j * nr;
+        let width = nr.min(n0 + nc - col);
+        for (k, dst) in panel.chunks_exact_mut(nr).enumerate() {
+            let (real, padding) = dst.split_at_mut(width);
+            fill(k0 + k, col, real);
+            padding.fill(0.0);
+        }
+    }
+}
+
 impl PackB for DenseB<'_> {
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
-        for (j, panel) in out[..nc.div_ceil(nr) * kc * nr]
-            .chunks_exact_mut(kc * nr)
-            .enumerate()
-        {
-            let col = n0 + j * nr;
-            let width = nr.min(n0 + nc - col);
-            for (k, dst) in panel.chunks_exact_mut(nr).enumerate() {
-                let start = (k0 + k) * self.ld + col;
-                dst[..width].copy_from_slice(&self.data[start..start + width]);
-                dst[width..].fill(0.0);
-            }
-        }
+        for_each_panel_row((k0, kc), (n0, nc), nr, out, |k, col, dst| {
+            let start = k * self.ld + col;
+            dst.copy_from_slice(&self.data[start..start + dst.len()]);
+        });
     }
 }
 
