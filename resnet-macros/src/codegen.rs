@@ -163,10 +163,10 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
     };
     let src = |value: NodeId| {
         if value == 0 {
-            quote!(#private::Src::Input)
+            quote!(Src::Input)
         } else {
             let slot = slot_of(value);
-            quote!(#private::Src::Arena(#slot))
+            quote!(Src::Arena(#slot))
         }
     };
 
@@ -212,18 +212,18 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                 let bn_name = match bn {
                     Some(b) => {
                         let b = &node(b).name;
-                        quote!(#private::core::option::Option::Some(#b))
+                        quote!(Some(#b))
                     }
-                    None => quote!(#private::core::option::Option::None),
+                    None => quote!(None),
                 };
                 load.push(quote!(#f: loader.conv(#conv_name, #bn_name, Self::#p)));
                 let (input, out) = (src(step.input), step_slot(graph, step));
                 let residual = match step.residual {
                     Some(r) => {
                         let r = slot_of(r);
-                        quote!(#private::core::option::Option::Some(#r))
+                        quote!(Some(#r))
                     }
-                    None => quote!(#private::core::option::Option::None),
+                    None => quote!(None),
                 };
                 body.push(quote!(exec.conv(&self.#f, #input, #out, #residual, #relu);));
             }
@@ -282,8 +282,26 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                 .find(|(v, _)| *v == step.output)
                 .map_or(0, |&(_, o)| o);
             let (offset, shape) = (int(offset as u128), dims(step.shape));
-            quote!(let #slot = #private::Slot { offset: #offset, shape: #shape };)
+            quote!(let #slot = Slot { offset: #offset, shape: #shape };)
         });
+    // Import only the `Option` variants each function uses.
+    let options = |some: bool, none: bool| {
+        [
+            some.then(|| format_ident!("Some")),
+            none.then(|| format_ident!("None")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+    };
+    let convs = || {
+        steps.iter().filter_map(|s| match s.kind {
+            StepKind::Conv { bn, .. } => Some((bn.is_some(), s.residual.is_some())),
+            _ => None,
+        })
+    };
+    let load_options = options(convs().any(|(bn, _)| bn), convs().any(|(bn, _)| !bn));
+    let backbone_options = options(convs().any(|(_, res)| res), convs().any(|(_, res)| !res));
     let features = src(graph.features);
     let arena_floats = int(plan.floats as u128);
     let arena_bytes = int(plan.floats as u128 * 4);
@@ -370,6 +388,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
             /// # Errors
             /// As [`Self::from_safetensors`].
             pub fn from_safetensors_bytes(bytes: &[u8]) -> #private::core::result::Result<Self, #private::WeightsError> {
+                use #private::core::option::Option::{#(#load_options),*};
                 let mut loader = #private::Loader::new(bytes)?;
                 let model = Self { #(#load,)* };
                 loader.finish()?;
@@ -398,6 +417,8 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
 
             /// Every step up to the backbone's output; returns where it is.
             fn backbone(&self, exec: &mut #private::Exec<'_>) -> #private::Src {
+                use #private::core::option::Option::{#(#backbone_options),*};
+                use #private::{Slot, Src};
                 #(#slots)*
                 #(#body)*
                 #features
