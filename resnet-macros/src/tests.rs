@@ -240,6 +240,9 @@ fn random_token_streams_never_panic_and_every_rejection_has_a_span() {
         match check(tokens.clone()) {
             Ok(graphs) => {
                 prop_assert!(!graphs.is_empty());
+                for graph in &graphs {
+                    check_passes(graph)?;
+                }
                 // Code generation and the layer table run on what was accepted.
                 let items = expand(tokens).to_string();
                 prop_assert!(items.contains("pub const PARAMS"));
@@ -266,6 +269,62 @@ fn random_token_streams_never_panic_and_every_rejection_has_a_span() {
     // Both outcomes must be well represented, or the property tests little.
     assert!(accepted > CASES as usize / 40, "only {accepted} accepted");
     assert!(rejected > CASES as usize / 5, "only {rejected} rejected");
+}
+
+/// The inference passes' invariants on an accepted network: each step reads
+/// only the input or earlier steps' outputs, and no two values that are
+/// alive at once share arena memory.
+fn check_passes(graph: &crate::ir::Graph) -> Result<(), TestCaseError> {
+    use crate::passes::{fuse, plan, schedule, StepKind};
+    let steps = fuse(graph)
+        .and_then(schedule)
+        .map_err(TestCaseError::fail)?;
+    let plan = plan(&steps);
+    let mut produced = vec![0];
+    for step in &steps {
+        for value in [Some(step.input), step.residual].into_iter().flatten() {
+            prop_assert!(
+                produced.contains(&value),
+                "step {:?} reads {value} before it is made",
+                step.kind
+            );
+        }
+        produced.push(step.output);
+    }
+    let life = |v: usize| {
+        let def = steps.iter().position(|s| s.output == v).unwrap_or(0);
+        let last = steps
+            .iter()
+            .rposition(|s| s.input == v || s.residual == Some(v))
+            .unwrap_or(steps.len());
+        (def, last.max(def))
+    };
+    let size = |v: usize| {
+        steps
+            .iter()
+            .find(|s| s.output == v)
+            .map_or(0, |s| s.shape.c * s.shape.h * s.shape.w)
+    };
+    for (i, &(a, oa)) in plan.offsets.iter().enumerate() {
+        prop_assert!(oa + size(a) <= plan.floats);
+        for &(b, ob) in &plan.offsets[i + 1..] {
+            let ((da, la), (db, lb)) = (life(a), life(b));
+            if da <= lb && db <= la {
+                prop_assert!(
+                    oa + size(a) <= ob || ob + size(b) <= oa,
+                    "values {a} and {b} overlap in the arena"
+                );
+            }
+        }
+    }
+    prop_assert_eq!(
+        plan.offsets.len(),
+        steps
+            .iter()
+            .filter(|s| !matches!(s.kind, StepKind::Head { .. }))
+            .count()
+    );
+    Ok(())
 }
 
 /// A YAML document: block or flow mappings of spec keys, with anchors,
