@@ -1,7 +1,7 @@
 //! The layers a compiled model holds, after batch norm is folded: each loads
 //! from torchvision's names or starts from torchvision's random init.
 
-use crate::kernels::elementwise::{fold_batch_norm, BN_EPS};
+use crate::kernels::elementwise::{fold_batch_norm_in_place, BN_EPS};
 use crate::kernels::{Conv2d, ConvParams};
 use crate::weights::{Weights, WeightsError};
 use ndarray::Array;
@@ -134,21 +134,18 @@ impl ConvLayer {
         )
     }
 
-    fn build(p: ConvParams, weight: Array4<f32>, bn: Option<BatchNorm>) -> Self {
-        let conv = match bn {
-            Some(bn) => {
-                let (w, b) = fold_batch_norm(
-                    weight.view(),
-                    bn.gamma.view(),
-                    bn.beta.view(),
-                    bn.mean.view(),
-                    bn.var.view(),
-                    BN_EPS,
-                );
-                Conv2d::new(p, w.view(), Some(b.view()))
-            }
-            None => Conv2d::new(p, weight.view(), None),
-        };
+    fn build(p: ConvParams, mut weight: Array4<f32>, bn: Option<BatchNorm>) -> Self {
+        let bias = bn.map(|bn| {
+            fold_batch_norm_in_place(
+                weight.view_mut(),
+                bn.gamma.view(),
+                bn.beta.view(),
+                bn.mean.view(),
+                bn.var.view(),
+                BN_EPS,
+            )
+        });
+        let conv = Conv2d::new(p, weight.view(), bias.as_ref().map(|b| b.view()));
         ConvLayer { conv }
     }
 

@@ -22,6 +22,23 @@ pub fn fold_batch_norm(
     var: ArrayView1<f32>,
     eps: f32,
 ) -> (Array4<f32>, Array1<f32>) {
+    let mut folded = weight.to_owned();
+    let bias = fold_batch_norm_in_place(folded.view_mut(), gamma, beta, mean, var, eps);
+    (folded, bias)
+}
+
+/// As [`fold_batch_norm`], scaling `weight` where it lies and returning the bias.
+///
+/// # Panics
+/// If the statistics do not have one value per output channel of `weight`.
+pub fn fold_batch_norm_in_place(
+    mut weight: ArrayViewMut4<f32>,
+    gamma: ArrayView1<f32>,
+    beta: ArrayView1<f32>,
+    mean: ArrayView1<f32>,
+    var: ArrayView1<f32>,
+    eps: f32,
+) -> Array1<f32> {
     let channels = weight.dim().0;
     assert!(
         [gamma.len(), beta.len(), mean.len(), var.len()]
@@ -34,17 +51,14 @@ pub fn fold_batch_norm(
         .zip(&var)
         .map(|(g, v)| g / (v + eps).sqrt())
         .collect();
-    let mut folded = weight.to_owned();
-    for (mut filter, s) in folded.axis_iter_mut(Axis(0)).zip(&scale) {
+    for (mut filter, s) in weight.axis_iter_mut(Axis(0)).zip(&scale) {
         filter *= *s;
     }
-    let bias = beta
-        .iter()
+    beta.iter()
         .zip(&mean)
         .zip(&scale)
         .map(|((b, m), s)| b - m * s)
-        .collect();
-    (folded, bias)
+        .collect()
 }
 
 /// `out[n][c] = relu?(x[n][c] * scale[c] + shift[c])`: an inference batch

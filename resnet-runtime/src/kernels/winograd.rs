@@ -48,41 +48,30 @@ impl Winograd {
     /// Transforms `weight` (`[out, in, 3, 3]`): `U = G g G^T` per channel pair.
     pub fn new(isa: Isa, p: &ConvParams, weight: ArrayView4<f32>) -> Self {
         let (cout, cin) = (p.out_channels, p.in_channels);
-        let mut u = vec![Array2::<f32>::zeros((cout, cin)); POSITIONS];
-        for o in 0..cout {
-            for c in 0..cin {
-                // G v for a 3-vector: the 4 rows of G applied to it.
-                let apply_g = |v: [f64; 3]| {
-                    [
-                        v[0],
-                        0.5 * (v[0] + v[1] + v[2]),
-                        0.5 * (v[0] - v[1] + v[2]),
-                        v[2],
-                    ]
-                };
-                let g = |i: usize, j: usize| weight[(o, c, i, j)] as f64;
-                // G g, by columns of g: gg[i][j] = (G g)[i][j].
-                let columns = [0, 1, 2].map(|j| apply_g([g(0, j), g(1, j), g(2, j)]));
-                let gg: [[f64; 3]; 4] = std::array::from_fn(|i| columns.map(|col| col[i]));
-                // (G g) G^T: 4 x 4.
-                for (i, row) in gg.iter().enumerate() {
-                    let t = [
-                        row[0],
-                        0.5 * (row[0] + row[1] + row[2]),
-                        0.5 * (row[0] - row[1] + row[2]),
-                        row[2],
-                    ];
-                    for (j, v) in t.into_iter().enumerate() {
-                        u[i * 4 + j][(o, c)] = v as f32;
+        // Rows of G: U[ξ] for ξ = (i, j) is G_i g G_j^T, one position at a
+        // time, so only one transformed matrix exists before it is packed.
+        const G: [[f64; 3]; 4] = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        let u = (0..POSITIONS)
+            .map(|xi| {
+                let (gi, gj) = (G[xi / 4], G[xi % 4]);
+                let m = Array2::from_shape_fn((cout, cin), |(o, c)| {
+                    let mut v = 0.0;
+                    for (a, ga) in gi.iter().enumerate() {
+                        for (b, gb) in gj.iter().enumerate() {
+                            v += ga * weight[(o, c, a, b)] as f64 * gb;
+                        }
                     }
-                }
-            }
-        }
-        Winograd {
-            u: u.iter()
-                .map(|m| PackedWeights::new(isa, m.view()))
-                .collect(),
-        }
+                    v as f32
+                });
+                PackedWeights::new(isa, m.view())
+            })
+            .collect();
+        Winograd { u }
     }
 
     /// Floats of workspace [`Winograd::forward`] needs.
