@@ -5,7 +5,7 @@
 //! materialised: a 1x1 stride-1 convolution multiplies the input as it lies
 //! (rows are channels, columns pixels), and every other shape packs its
 //! patches straight from the input block by block, copying contiguous runs
-//! of input rows where the stride is 1 ([`Patches`]).
+//! of input rows where the stride is 1 (the private `Patches` packer).
 
 use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
 use super::winograd::{ConvEpilogue, Winograd};
