@@ -267,7 +267,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                 fields.push(quote!(#[doc = #doc] #f: #private::Linear));
                 random.push(quote!(#f: #private::Linear::random(&mut rng, #channels, #classes)));
                 load.push(quote!(#f: loader.linear(#fc_name, #channels, #classes)));
-                head = Some((f, src(step.input)));
+                head = Some((f, out_features));
             }
         }
     }
@@ -312,14 +312,8 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
     let batch_in = quote!(#private::Batch<#ic, #ih, #iw>);
     let batch_features = quote!(#private::Batch<#fc_, #fh, #fw>);
     let head_fns = match &head {
-        Some((fc, _)) => {
-            let Some(&Op::Linear { out_features }) = steps.iter().find_map(|s| match s.kind {
-                StepKind::Head { fc } => Some(&node(fc).op),
-                _ => None,
-            }) else {
-                return quote!();
-            };
-            let k = int(out_features as u128);
+        Some((fc, classes)) => {
+            let k = int(*classes as u128);
             let logits = quote!(#private::Logits<#k>);
             quote! {
                 /// Class scores for a batch: `[N, classes]`.
