@@ -145,7 +145,7 @@ impl ConvLayer {
                 BN_EPS,
             )
         });
-        let conv = Conv2d::new(p, weight.view(), bias.as_ref().map(|b| b.view()));
+        let conv = Conv2d::from_weight(p, weight, bias.as_ref().map(|b| b.view()));
         ConvLayer { conv }
     }
 

@@ -9,7 +9,7 @@
 
 use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
 use super::winograd::{ConvEpilogue, Winograd};
-use ndarray::{s, ArrayView1, ArrayView4, ArrayViewMut4};
+use ndarray::{s, Array4, ArrayView1, ArrayView4, ArrayViewMut4};
 
 /// A convolution's shape: channels, kernel, stride, padding, groups and the
 /// input's height and width. Weights are `[out, in / groups, k, k]` as in PyTorch.
@@ -151,6 +151,42 @@ impl Conv2d {
         )
     }
 
+    /// As [`Conv2d::new`], taking the weight by value: a GEMM-strategy,
+    /// ungrouped layer packs it in its own buffer, so building a model
+    /// holds each weight once.
+    ///
+    /// # Panics
+    /// As [`Conv2d::new`].
+    pub fn from_weight(
+        params: ConvParams,
+        weight: Array4<f32>,
+        bias: Option<ArrayView1<f32>>,
+    ) -> Self {
+        let (isa, strategy) = (Isa::best(), ConvStrategy::for_params(&params));
+        let shape = (
+            params.out_channels,
+            params.in_channels,
+            params.kernel,
+            params.kernel,
+        );
+        if strategy == ConvStrategy::Winograd
+            || params.groups != 1
+            || weight.dim() != shape
+            || !weight.is_standard_layout()
+        {
+            return Self::with_strategy(isa, strategy, params, weight.view(), bias);
+        }
+        params.check();
+        let (data, offset) = weight.into_raw_vec_and_offset();
+        let data = match offset {
+            Some(0) | None => data,
+            Some(start) => data[start..].to_vec(),
+        };
+        let k = params.in_channels * params.kernel * params.kernel;
+        let packed = PackedWeights::from_row_major(isa, params.out_channels, k, data);
+        Self::assemble(params, strategy, Packed::Gemm(vec![packed]), bias)
+    }
+
     /// As [`Conv2d::new`], with a given instruction set and strategy (tests compare them).
     ///
     /// # Panics
@@ -194,6 +230,17 @@ impl Conv2d {
                     .collect(),
             ),
         };
+        Self::assemble(params, strategy, packed, bias)
+    }
+
+    /// The layer from its packed weights; `bias` defaults to zeros.
+    fn assemble(
+        params: ConvParams,
+        strategy: ConvStrategy,
+        packed: Packed,
+        bias: Option<ArrayView1<f32>>,
+    ) -> Self {
+        let out_channels = params.out_channels;
         let bias = match bias {
             Some(b) => {
                 assert_eq!(b.len(), out_channels, "bias length for {params:?}");

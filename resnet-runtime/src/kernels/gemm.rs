@@ -134,6 +134,33 @@ impl PackedWeights {
         PackedWeights { isa, m, k, data }
     }
 
+    /// Packs a row-major `M x K` matrix held in `data`, reusing its buffer
+    /// when no padding is needed (`M` a multiple of `MR`): each panel's `MR`
+    /// rows are contiguous, so packing is a transpose within the panel, and
+    /// loading a model needs no second copy of each weight.
+    ///
+    /// # Panics
+    /// If `data` does not hold `m * k` values, or as [`PackedWeights::new`].
+    pub fn from_row_major(isa: Isa, m: usize, k: usize, mut data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), m * k, "{m} x {k} matrix");
+        let mr = isa.tile().0;
+        if !m.is_multiple_of(mr) || m == 0 || k == 0 {
+            let a = ArrayView2::from_shape((m, k), &data).expect("length checked");
+            return Self::new(isa, a);
+        }
+        assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
+        let mut rows = vec![0f32; mr * k];
+        for panel in data.chunks_exact_mut(mr * k) {
+            rows.copy_from_slice(panel);
+            for (i, row) in rows.chunks_exact(k).enumerate() {
+                for (kk, &v) in row.iter().enumerate() {
+                    panel[kk * mr + i] = v;
+                }
+            }
+        }
+        PackedWeights { isa, m, k, data }
+    }
+
     /// Rows (`M`).
     pub fn rows(&self) -> usize {
         self.m
