@@ -94,6 +94,29 @@ fn truncated_files_and_missing_paths_are_errors() {
 }
 
 #[test]
+fn files_are_read_a_tensor_at_a_time_and_truncated_ones_are_errors() {
+    let bytes = serialize(&tensors(&fixture("cifar_resnet20")));
+    let dir = std::env::temp_dir().join(format!("resnet-rs-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("complete.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let from_file = CifarResNet20::from_safetensors(&path).unwrap();
+    let from_bytes = CifarResNet20::from_safetensors_bytes(&bytes).unwrap();
+    let x = input::<3, 32, 32>();
+    assert!(from_file.forward(&x).view() == from_bytes.forward(&x).view());
+    for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
+        let path = dir.join(format!("cut{cut}.safetensors"));
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = CifarResNet20::from_safetensors(&path).unwrap_err();
+        assert!(
+            matches!(err, WeightsError::Format(_)),
+            "cut at {cut}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn half_precision_files_load_and_agree_with_f32() {
     let full = tensors(&fixture("cifar_resnet20"));
     let reference = load(&full).unwrap().forward(&input::<3, 32, 32>());

@@ -373,8 +373,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
             /// If the file cannot be read, or a tensor is missing, unexpected,
             /// mis-shaped or not floating point; the error names it.
             pub fn from_safetensors(path: impl #private::core::convert::AsRef<#private::std::path::Path>) -> #private::core::result::Result<Self, #private::WeightsError> {
-                let bytes = #private::Weights::read_file(path.as_ref())?;
-                Self::from_safetensors_bytes(&bytes)
+                Self::from_loader(#private::Loader::open(path.as_ref())?)
             }
 
             /// As [`Self::from_safetensors`], from the file's bytes.
@@ -382,8 +381,12 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
             /// # Errors
             /// As [`Self::from_safetensors`].
             pub fn from_safetensors_bytes(bytes: &[u8]) -> #private::core::result::Result<Self, #private::WeightsError> {
+                Self::from_loader(#private::Loader::new(bytes)?)
+            }
+
+            /// Every layer from `loader`, then its verdict.
+            fn from_loader(mut loader: #private::Loader<'_>) -> #private::core::result::Result<Self, #private::WeightsError> {
                 use #private::core::option::Option::{#(#load_options),*};
-                let mut loader = #private::Loader::new(bytes)?;
                 let model = Self { #(#load,)* };
                 loader.finish()?;
                 #private::core::result::Result::Ok(model)

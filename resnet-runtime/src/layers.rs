@@ -244,6 +244,17 @@ impl<'a> Loader<'a> {
         })
     }
 
+    /// Opens a safetensors file, which is then read one tensor at a time.
+    ///
+    /// # Errors
+    /// If it cannot be read or its header is malformed.
+    pub fn open(path: &std::path::Path) -> Result<Loader<'static>, WeightsError> {
+        Ok(Loader {
+            weights: Weights::open(path)?,
+            error: None,
+        })
+    }
+
     fn record<T>(
         &mut self,
         load: impl FnOnce(&mut Weights<'a>) -> Result<T, WeightsError>,

@@ -8,9 +8,17 @@
 //! that names the tensor, never a panic.
 
 use ndarray::{ArrayD, IxDyn};
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+
+/// Reads `out.len()` bytes of the file's `what`; a short file is a format error.
+fn read_exact_or_format(file: &mut File, out: &mut [u8], what: &str) -> Result<(), WeightsError> {
+    file.read_exact(out)
+        .map_err(|e| WeightsError::Format(format!("cannot read the {what}: {e}")))
+}
 
 /// What is wrong with a weights file.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +73,23 @@ pub enum WeightsError {
 
 /// A parsed safetensors file, and which of its tensors were read.
 pub struct Weights<'a> {
-    file: SafeTensors<'a>,
+    source: Source<'a>,
     read: BTreeSet<String>,
+}
+
+/// Where the tensors' bytes are.
+enum Source<'a> {
+    /// A whole file in memory.
+    Bytes(SafeTensors<'a>),
+    /// An open file, read one tensor at a time, so loading never holds the
+    /// whole file and the model at once.
+    File {
+        file: File,
+        path: PathBuf,
+        header: Metadata,
+        /// Offset of the tensors' data in the file.
+        data_start: u64,
+    },
 }
 
 impl<'a> Weights<'a> {
@@ -78,51 +101,117 @@ impl<'a> Weights<'a> {
         let file =
             SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Format(e.to_string()))?;
         Ok(Weights {
-            file,
+            source: Source::Bytes(file),
             read: BTreeSet::new(),
         })
     }
 
-    /// Reads a whole file into memory.
+    /// Opens a file and parses its header; tensors are read as they are asked for.
     ///
     /// # Errors
-    /// [`WeightsError::Io`] naming the path.
-    pub fn read_file(path: impl Into<PathBuf>) -> Result<Vec<u8>, WeightsError> {
+    /// [`WeightsError::Io`] naming the path, or [`WeightsError::Format`] if
+    /// the header is malformed or the file shorter than the header says.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Weights<'static>, WeightsError> {
         let path = path.into();
-        std::fs::read(&path).map_err(|source| WeightsError::Io { path, source })
+        let io = |source| WeightsError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = File::open(&path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let format = |what: String| WeightsError::Format(what);
+        let mut len = [0u8; 8];
+        read_exact_or_format(&mut file, &mut len, "header length")?;
+        let header_len = u64::from_le_bytes(len);
+        if header_len > file_len.saturating_sub(8) {
+            return Err(format(format!(
+                "the header is {header_len} bytes, the file only {file_len}"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        read_exact_or_format(&mut file, &mut header, "header")?;
+        let header: Metadata =
+            serde_json::from_slice(&header).map_err(|e| format(format!("invalid header: {e}")))?;
+        let data_start = 8 + header_len;
+        let data_len = header
+            .tensors()
+            .values()
+            .map(|info| info.data_offsets.1 as u64)
+            .max()
+            .unwrap_or(0);
+        if data_start + data_len != file_len {
+            return Err(format(format!(
+                "the header describes {} bytes, the file has {file_len}",
+                data_start + data_len
+            )));
+        }
+        Ok(Weights {
+            source: Source::File {
+                file,
+                path,
+                header,
+                data_start,
+            },
+            read: BTreeSet::new(),
+        })
+    }
+
+    /// Dtype and shape of tensor `name`, if the file has it.
+    fn info(&self, name: &str) -> Option<(Dtype, Vec<usize>)> {
+        match &self.source {
+            Source::Bytes(file) => file
+                .tensor(name)
+                .ok()
+                .map(|t| (t.dtype(), t.shape().to_vec())),
+            Source::File { header, .. } => header
+                .info(name)
+                .map(|info| (info.dtype, info.shape.clone())),
+        }
     }
 
     /// Tensor `name`, which must have shape `shape`, as `f32` (F16 and BF16
     /// are converted).
     ///
     /// # Errors
-    /// If it is missing, has another shape, or is not floating point.
+    /// If it is missing, has another shape, or is not floating point, or
+    /// the file cannot be read.
     pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<ArrayD<f32>, WeightsError> {
-        let view = self.file.tensor(name).map_err(|_| WeightsError::Missing {
+        let (dtype, found) = self.info(name).ok_or_else(|| WeightsError::Missing {
             name: name.to_owned(),
             expected: shape.to_vec(),
         })?;
-        if view.shape() != shape {
+        if found != shape {
             return Err(WeightsError::Shape {
                 name: name.to_owned(),
                 expected: shape.to_vec(),
-                found: view.shape().to_vec(),
+                found,
             });
         }
-        let bytes = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+        let count = shape.iter().product::<usize>();
+        let values = match dtype {
+            Dtype::F32 => {
+                let mut values = vec![0f32; count];
+                self.read_bytes(name, bytemuck::cast_slice_mut(&mut values))?;
+                // The file is little-endian; on a big-endian host, swap.
+                values
+                    .iter_mut()
+                    .for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
+                values
+            }
+            Dtype::F16 | Dtype::BF16 => {
+                let mut bytes = vec![0u8; 2 * count];
+                self.read_bytes(name, &mut bytes)?;
+                let pairs = bytes.chunks_exact(2).map(|b| [b[0], b[1]]);
+                if dtype == Dtype::F16 {
+                    pairs
+                        .map(|b| half::f16::from_le_bytes(b).to_f32())
+                        .collect()
+                } else {
+                    pairs
+                        .map(|b| half::bf16::from_le_bytes(b).to_f32())
+                        .collect()
+                }
+            }
             other => {
                 return Err(WeightsError::Dtype {
                     name: name.to_owned(),
@@ -131,15 +220,49 @@ impl<'a> Weights<'a> {
             }
         };
         self.read.insert(name.to_owned());
-        // The safetensors header check guarantees the byte length matches the shape.
         ArrayD::from_shape_vec(IxDyn(shape), values)
             .map_err(|e| WeightsError::Format(format!("tensor `{name}`: {e}")))
+    }
+
+    /// Copies tensor `name`'s bytes, whose length the header check
+    /// guarantees is `out.len()`, into `out`.
+    fn read_bytes(&mut self, name: &str, out: &mut [u8]) -> Result<(), WeightsError> {
+        match &mut self.source {
+            Source::Bytes(file) => {
+                let view = file.tensor(name).expect("the tensor's info was found");
+                out.copy_from_slice(view.data());
+                Ok(())
+            }
+            Source::File {
+                file,
+                path,
+                header,
+                data_start,
+            } => {
+                let info = header.info(name).expect("the tensor's info was found");
+                let io = |source| WeightsError::Io {
+                    path: path.clone(),
+                    source,
+                };
+                file.seek(SeekFrom::Start(*data_start + info.data_offsets.0 as u64))
+                    .map_err(io)?;
+                file.read_exact(out).map_err(io)
+            }
+        }
+    }
+
+    /// Names of every tensor in the file.
+    fn names(&self) -> Vec<String> {
+        match &self.source {
+            Source::Bytes(file) => file.names().into_iter().map(str::to_owned).collect(),
+            Source::File { header, .. } => header.offset_keys(),
+        }
     }
 
     /// Marks `name` as known if the file has it, without reading it: for
     /// buffers the model does not use, such as batch norm's `num_batches_tracked`.
     pub fn skip(&mut self, name: &str) {
-        if self.file.tensor(name).is_ok() {
+        if self.info(name).is_some() {
             self.read.insert(name.to_owned());
         }
     }
@@ -149,17 +272,13 @@ impl<'a> Weights<'a> {
     /// # Errors
     /// [`WeightsError::Unexpected`] for the first (by name) that was not.
     pub fn finish(self) -> Result<(), WeightsError> {
-        let mut names: Vec<&str> = self.file.names();
+        let mut names = self.names();
         names.sort();
-        match names.into_iter().find(|n| !self.read.contains(*n)) {
+        match names.into_iter().find(|n| !self.read.contains(n)) {
             None => Ok(()),
             Some(name) => Err(WeightsError::Unexpected {
-                name: name.to_owned(),
-                shape: self
-                    .file
-                    .tensor(name)
-                    .map(|t| t.shape().to_vec())
-                    .unwrap_or_default(),
+                shape: self.info(&name).map(|(_, shape)| shape).unwrap_or_default(),
+                name,
             }),
         }
     }
@@ -271,7 +390,9 @@ mod tests {
             Weights::parse(&garbage),
             Err(WeightsError::Format(_))
         ));
-        let err = Weights::read_file("/nonexistent/resnet.safetensors").unwrap_err();
+        let err = Weights::open("/nonexistent/resnet.safetensors")
+            .err()
+            .expect("no such file");
         assert!(
             err.to_string()
                 .starts_with("cannot read /nonexistent/resnet.safetensors:"),
