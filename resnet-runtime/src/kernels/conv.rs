@@ -177,10 +177,12 @@ impl Conv2d {
             return Self::with_strategy(isa, strategy, params, weight.view(), bias);
         }
         params.check();
+        let len = weight.len();
         let (data, offset) = weight.into_raw_vec_and_offset();
         let data = match offset {
-            Some(0) | None => data,
-            Some(start) => data[start..].to_vec(),
+            Some(0) | None if data.len() == len => data,
+            // A standard-layout array that starts or ends inside its buffer.
+            offset => data[offset.unwrap_or(0)..][..len].to_vec(),
         };
         let k = params.in_channels * params.kernel * params.kernel;
         let packed = PackedWeights::from_row_major(isa, params.out_channels, k, data);
