@@ -283,9 +283,9 @@ impl Conv2d {
     /// Floats of workspace [`Conv2d::forward`] needs with `threads` threads,
     /// whatever the batch size.
     pub fn workspace_len(&self, threads: usize) -> usize {
-        match self.packed {
+        match &self.packed {
             Packed::Gemm(_) => gemm::workspace_len(threads),
-            Packed::Winograd(_) => Winograd::workspace_len(&self.params, threads),
+            Packed::Winograd(w) => w.workspace_len(threads),
         }
     }
 

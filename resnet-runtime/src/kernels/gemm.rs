@@ -177,7 +177,7 @@ impl PackedWeights {
     }
 
     /// Panel `p` from depth `k0` on.
-    fn panel(&self, p: usize, k0: usize) -> &[f32] {
+    pub(crate) fn panel(&self, p: usize, k0: usize) -> &[f32] {
         let mr = self.isa.tile().0;
         &self.data[p * mr * self.k + k0 * mr..(p + 1) * mr * self.k]
     }

@@ -15,21 +15,27 @@
 //! channels, the element-wise product becomes 16 independent GEMMs, one
 //! per position of the 4x4 transform: `M[ξ] = U[ξ] · V[ξ]`, `U[ξ]` the
 //! transformed filters (`out x in`, packed once) and `V[ξ]` the transformed
-//! tiles (`in x tiles`). Tiles are processed in chunks sized so that the
-//! transformed data stays in cache; the output transform applies the
-//! epilogue (bias, residual, ReLU) as it writes.
+//! tiles (`in x tiles`).
+//!
+//! The batch's tiles are taken `NR` at a time, the micro-kernel's width, and
+//! each block goes through all three steps on one thread while it is in
+//! cache: the input transform writes each `V[ξ]` as one packed panel, the
+//! micro-kernel multiplies it by `U[ξ]`'s row panels, and the output
+//! transform applies the epilogue (bias, residual, ReLU) as it writes.
+//! Threads take contiguous runs of blocks and never wait on each other.
 
 use super::conv::ConvParams;
-use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackedWeights, SendPtr};
+use super::gemm::{Isa, PackedWeights, SendPtr};
+#[cfg(target_arch = "x86_64")]
+use super::micro::{Avx2, Avx512};
+use super::micro::{MicroKernel, Portable};
 use ndarray::{Array2, ArrayView4};
 use rayon::prelude::*;
 
-/// Floats of transformed tiles and products to aim for per chunk (4 MiB).
-const CHUNK_FLOATS: usize = 1 << 20;
-/// Most tiles in a chunk.
-const MAX_CHUNK: usize = 1024;
 /// Positions of the 4x4 transform.
 const POSITIONS: usize = 16;
+/// Floats in a 64-byte cache line: each thread's scratch starts on one.
+const ALIGN: usize = 16;
 
 /// The transformed filters of a 3x3 stride-1 convolution.
 #[derive(Clone, Debug)]
@@ -39,10 +45,9 @@ pub(crate) struct Winograd {
 }
 
 impl Winograd {
-    /// Whether `p` can run as Winograd F(2x2, 3x3): 3x3, stride 1, one
-    /// group, and a row of output tiles that fits a chunk.
+    /// Whether `p` can run as Winograd F(2x2, 3x3): 3x3, stride 1, one group.
     pub fn fits(p: &ConvParams) -> bool {
-        p.kernel == 3 && p.stride == 1 && p.groups == 1 && p.out_hw().1.div_ceil(2) <= MAX_CHUNK
+        p.kernel == 3 && p.stride == 1 && p.groups == 1
     }
 
     /// Transforms `weight` (`[out, in, 3, 3]`): `U = G g G^T` per channel pair.
@@ -74,15 +79,26 @@ impl Winograd {
         Winograd { u }
     }
 
-    /// Floats of workspace [`Winograd::forward`] needs.
-    pub fn workspace_len(p: &ConvParams, threads: usize) -> usize {
-        POSITIONS * (p.in_channels + p.out_channels) * chunk_tiles(p) + gemm::workspace_len(threads)
+    /// Floats of one thread's scratch: `V` (`16 x in x NR`) and `M`
+    /// (`out x 16 x NR`, `out` rounded up to whole row panels).
+    fn scratch_len(&self) -> usize {
+        let (mr, nr) = self.u[0].isa().tile();
+        let rows = self.u[0].rows().next_multiple_of(mr);
+        POSITIONS * (self.u[0].depth() + rows) * nr + ALIGN
+    }
+
+    /// Floats of workspace [`Winograd::forward`] needs with `threads` threads.
+    pub fn workspace_len(&self, threads: usize) -> usize {
+        threads.max(1) * self.scratch_len()
     }
 
     /// `out = relu?(conv(x) + bias + residual)` for a batch; `x` is
     /// `[N, in, H, W]` and `out` `[N, out, OH, OW]` as flat standard-layout
     /// slices, `residual` `[N, R, OH, OW]` with its channel count `R <= out`
     /// (channels from `R` on add nothing). Allocates nothing.
+    ///
+    /// # Panics
+    /// If `workspace` is shorter than [`Winograd::workspace_len`].
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -94,103 +110,201 @@ impl Winograd {
         workspace: &mut [f32],
         threads: usize,
     ) {
-        let ConvEpilogue {
-            bias,
-            residual,
-            relu,
-        } = *epilogue;
+        let threads = threads.max(1);
+        assert!(
+            workspace.len() >= self.workspace_len(threads),
+            "workspace of {} floats is less than the {} that {threads} threads need",
+            workspace.len(),
+            self.workspace_len(threads)
+        );
+        let (oh, ow) = p.out_hw();
+        let tiles = batch * oh.div_ceil(2) * ow.div_ceil(2);
+        let nr = self.u[0].isa().tile().1;
+        let blocks = tiles.div_ceil(nr);
+        let threads = threads.min(blocks);
+        let out = SendPtr(out.as_mut_ptr());
+        let work = |(thread, scratch): (usize, &mut [f32])| {
+            let aligned = scratch.as_ptr().align_offset(64).min(ALIGN);
+            let scratch = &mut scratch[aligned..aligned + self.scratch_len() - ALIGN];
+            let blocks = thread * blocks / threads..(thread + 1) * blocks / threads;
+            let task = Task {
+                p,
+                x,
+                out,
+                epilogue,
+                tiles,
+            };
+            // SAFETY: the instruction set is supported (packing checked it);
+            // `out` holds the batch's output (the caller's slice), and each
+            // block writes only its own tiles' pixels.
+            unsafe {
+                match self.u[0].isa() {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => self.blocks::<Avx512>(&task, blocks, scratch),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => self.blocks::<Avx2>(&task, blocks, scratch),
+                    _ => self.blocks::<Portable>(&task, blocks, scratch),
+                }
+            }
+        };
+        let per_thread = self.scratch_len();
+        if threads == 1 {
+            work((0, &mut workspace[..per_thread]));
+        } else {
+            // Rayon's indexed iterators run on `join`, which allocates nothing.
+            workspace[..threads * per_thread]
+                .par_chunks_mut(per_thread)
+                .enumerate()
+                .for_each(work);
+        }
+    }
+
+    /// Runs blocks `blocks` of `NR` tiles, with `scratch` for `V` and `M`.
+    ///
+    /// # Safety
+    /// The CPU supports `K`'s instruction set, which `U` was packed for;
+    /// `task.out` is valid for the whole output and no other thread writes
+    /// these blocks' pixels.
+    unsafe fn blocks<K: MicroKernel>(
+        &self,
+        task: &Task,
+        blocks: std::ops::Range<usize>,
+        scratch: &mut [f32],
+    ) {
+        let Task {
+            p,
+            x,
+            out,
+            epilogue,
+            tiles,
+        } = *task;
         let (oh, ow) = p.out_hw();
         let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
         let (cin, cout) = (p.in_channels, p.out_channels);
-        let chunk = chunk_tiles(p);
-        let (v, rest) = workspace.split_at_mut(POSITIONS * cin * chunk);
-        let (m, gemm_workspace) = rest.split_at_mut(POSITIONS * cout * chunk);
-        let out_ptr = SendPtr(out.as_mut_ptr());
+        let (v, m) = scratch.split_at_mut(POSITIONS * cin * K::NR);
+        for block in blocks {
+            let first = block * K::NR;
+            let runs = || Runs::new(first, K::NR.min(tiles - first), tw);
 
-        // Chunks of whole rows of tiles, across images: tile row `r` is image
-        // `r / th`, row `r % th`.
-        let rows_per_chunk = chunk / tw;
-        let tile_rows = batch * th;
-        for first in (0..tile_rows).step_by(rows_per_chunk) {
-            let rows = first..(first + rows_per_chunk).min(tile_rows);
-            let tiles = rows.len() * tw;
-            // V[c][ξ][tile], each channel's 16 x chunk block contiguous.
-            v.par_chunks_mut(POSITIONS * chunk)
-                .enumerate()
-                .for_each(|(c, block)| {
-                    for (i, r) in rows.clone().enumerate() {
-                        let plane = &x[((r / th) * cin + c) * p.in_h * p.in_w..][..p.in_h * p.in_w];
-                        transform_input_row(plane, p, r % th, tw, block, chunk, i * tw);
-                    }
-                });
-            let v = &*v;
-            let m_ptr = SendPtr(m.as_mut_ptr());
-            let job = |xi: usize| Job {
-                a: &self.u[xi],
-                b: DenseB {
-                    data: &v[xi * chunk..],
-                    ld: POSITIONS * chunk,
-                },
-                n: tiles,
-                // SAFETY: position `xi`'s columns of every row of `m`, which is
-                // `cout` rows of `POSITIONS * chunk` floats.
-                c: unsafe { m_ptr.add(xi * chunk) },
-                ldc: POSITIONS * chunk,
-                epilogue: Epilogue::default(),
-            };
-            // SAFETY: job `xi` writes columns `xi * chunk .. xi * chunk + tiles` of
-            // each row of `m`, disjoint from the other jobs' and from `v`.
-            unsafe { gemm::run_jobs(POSITIONS, &job, gemm_workspace, threads) };
+            // V[ξ]: one `in x NR` panel per position, row `c` at `c * NR`.
+            for run in runs() {
+                let image = run.row / th;
+                for c in 0..cin {
+                    let plane = &x[(image * cin + c) * p.in_h * p.in_w..][..p.in_h * p.in_w];
+                    let dst = &mut v[c * K::NR..];
+                    let ty = run.row % th;
+                    transform_input_tiles(plane, p, ty, run.tx, run.len, dst, cin * K::NR, run.at);
+                }
+            }
 
-            // Output transform, one output channel per task.
-            let m = &*m;
-            (0..cout).into_par_iter().for_each(|o| {
-                let block = &m[o * POSITIONS * chunk..][..POSITIONS * chunk];
-                for (i, r) in rows.clone().enumerate() {
-                    let image = r / th;
-                    let plane_index = image * cout + o;
-                    // SAFETY: each task writes output channel `o` of each image, a
-                    // plane no other task writes; `out` holds `batch * cout` planes.
+            // M[ξ] = U[ξ] · V[ξ], row `o` of position `ξ` at `m[o * 16 NR + ξ NR]`.
+            for (xi, u) in self.u.iter().enumerate() {
+                let b = v[xi * cin * K::NR..][..cin * K::NR].as_ptr();
+                for panel in 0..cout.div_ceil(K::MR) {
+                    let a = u.panel(panel, 0).as_ptr();
+                    let c = m[(panel * K::MR * POSITIONS + xi) * K::NR..].as_mut_ptr();
+                    // SAFETY: the panels hold `cin` steps of `MR` and `NR` values;
+                    // `m` holds `MR` rows at stride `16 NR` from `c` (its rows are
+                    // rounded up to whole panels); the caller vouches for the CPU.
+                    unsafe { K::run(cin, a, b, c, POSITIONS * K::NR, false, None) };
+                }
+            }
+
+            // Output transform, one output channel at a time.
+            for o in 0..cout {
+                let block = &m[o * POSITIONS * K::NR..][..POSITIONS * K::NR];
+                for run in runs() {
+                    let image = run.row / th;
+                    // SAFETY: plane `(image, o)` of the output, whose pixels under
+                    // this run's tiles only this block writes (the caller's contract).
                     let plane = unsafe {
                         std::slice::from_raw_parts_mut(
-                            out_ptr.add(plane_index * oh * ow).0,
+                            out.add((image * cout + o) * oh * ow).0,
                             oh * ow,
                         )
                     };
-                    let residual =
-                        residual
-                            .filter(|&(_, channels)| o < channels)
-                            .map(|(data, channels)| {
-                                &data[(image * channels + o) * oh * ow..][..oh * ow]
-                            });
+                    let residual = epilogue.residual.filter(|&(_, channels)| o < channels).map(
+                        |(data, channels)| &data[(image * channels + o) * oh * ow..][..oh * ow],
+                    );
                     let epilogue = OutputEpilogue {
-                        bias: bias[o],
+                        bias: epilogue.bias[o],
                         residual,
-                        relu,
+                        relu: epilogue.relu,
                     };
-                    transform_output_row(
+                    transform_output_run(
                         block,
-                        chunk,
-                        i * tw,
-                        tw,
-                        r % th,
+                        K::NR,
+                        &run,
+                        run.row % th,
                         (oh, ow),
                         plane,
                         &epilogue,
                     );
                 }
-            });
+            }
         }
     }
 }
 
-/// Tiles per chunk for `p`: about [`CHUNK_FLOATS`] of transformed data,
-/// at least one row of tiles.
-fn chunk_tiles(p: &ConvParams) -> usize {
-    let tw = p.out_hw().1.div_ceil(2);
-    (CHUNK_FLOATS / (POSITIONS * (p.in_channels + p.out_channels)))
-        .clamp(64, MAX_CHUNK)
-        .max(tw)
+/// What every block of one call shares.
+struct Task<'a> {
+    p: &'a ConvParams,
+    x: &'a [f32],
+    out: SendPtr,
+    epilogue: &'a ConvEpilogue<'a>,
+    /// Tiles in the batch.
+    tiles: usize,
+}
+
+/// Consecutive tiles of one row of tiles inside a block.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    /// Row of tiles, counted across the batch (image `row / th`).
+    row: usize,
+    /// First tile's column.
+    tx: usize,
+    /// Tiles.
+    len: usize,
+    /// First tile's place in the block.
+    at: usize,
+}
+
+/// The runs of tiles `first .. first + tiles`, `tw` tiles to a row.
+struct Runs {
+    next: usize,
+    end: usize,
+    first: usize,
+    tw: usize,
+}
+
+impl Runs {
+    fn new(first: usize, tiles: usize, tw: usize) -> Self {
+        Runs {
+            next: first,
+            end: first + tiles,
+            first,
+            tw,
+        }
+    }
+}
+
+impl Iterator for Runs {
+    type Item = Run;
+
+    fn next(&mut self) -> Option<Run> {
+        (self.next < self.end).then(|| {
+            let (row, tx) = (self.next / self.tw, self.next % self.tw);
+            let len = (self.tw - tx).min(self.end - self.next);
+            let run = Run {
+                row,
+                tx,
+                len,
+                at: self.next - self.first,
+            };
+            self.next += len;
+            run
+        })
+    }
 }
 
 /// What a convolution adds to its output: `relu?(y + bias + residual)`,
@@ -214,24 +328,9 @@ struct OutputEpilogue<'a> {
 /// nothing to clear.
 const BLOCK: usize = 32;
 
-/// Transforms the `tw` tiles of tile row `ty` of one input channel `plane`
-/// into `block` (`[ξ][chunk]`), at column `at`: `V = B^T d B`.
-fn transform_input_row(
-    plane: &[f32],
-    p: &ConvParams,
-    ty: usize,
-    tw: usize,
-    block: &mut [f32],
-    chunk: usize,
-    at: usize,
-) {
-    for t0 in (0..tw).step_by(BLOCK) {
-        let nt = BLOCK.min(tw - t0);
-        transform_input_tiles(plane, p, ty, t0, nt, block, chunk, at + t0);
-    }
-}
-
-/// Tiles `t0 .. t0 + nt` of tile row `ty`. Tile `t` reads padded columns
+/// `V = B^T d B` for tiles `t0 .. t0 + nt` (`nt <= BLOCK`) of tile row `ty`
+/// of one input channel `plane`, into `block` (position `ξ` at
+/// `ξ * stride`, from column `at`). Tile `t` reads padded columns
 /// `2t .. 2t + 4`: even columns `e[t]`, `e[t + 1]` and odd ones `o[t]`,
 /// `o[t + 1]`; split that way, every step is a loop over `t` that vectorises.
 #[allow(clippy::too_many_arguments)]
@@ -242,7 +341,7 @@ fn transform_input_tiles(
     t0: usize,
     nt: usize,
     block: &mut [f32],
-    chunk: usize,
+    stride: usize,
     at: usize,
 ) {
     let (h, w, pad) = (p.in_h, p.in_w, p.padding as isize);
@@ -287,47 +386,45 @@ fn transform_input_tiles(
     // (B^T d) B, across the columns (c0, c1, c2, c3) = (e[t], o[t], e[t + 1], o[t + 1]).
     for k in 0..4 {
         let (c0, c1, c2, c3) = (&re[k][..nt], &ro[k][..nt], &re[k][1..n], &ro[k][1..n]);
-        let out = column(block, chunk, k * 4, at, nt);
+        let out = column(block, stride, k * 4, at, nt);
         for t in 0..nt {
             out[t] = c0[t] - c2[t];
         }
-        let out = column(block, chunk, k * 4 + 1, at, nt);
+        let out = column(block, stride, k * 4 + 1, at, nt);
         for t in 0..nt {
             out[t] = c1[t] + c2[t];
         }
-        let out = column(block, chunk, k * 4 + 2, at, nt);
+        let out = column(block, stride, k * 4 + 2, at, nt);
         for t in 0..nt {
             out[t] = c2[t] - c1[t];
         }
-        let out = column(block, chunk, k * 4 + 3, at, nt);
+        let out = column(block, stride, k * 4 + 3, at, nt);
         for t in 0..nt {
             out[t] = c1[t] - c3[t];
         }
     }
 }
 
-/// Columns `at .. at + n` of position `xi` in a `[ξ][chunk]` block.
-fn column(block: &mut [f32], chunk: usize, xi: usize, at: usize, n: usize) -> &mut [f32] {
-    &mut block[xi * chunk + at..][..n]
+/// Columns `at .. at + n` of position `xi`, positions `stride` apart.
+fn column(block: &mut [f32], stride: usize, xi: usize, at: usize, n: usize) -> &mut [f32] {
+    &mut block[xi * stride + at..][..n]
 }
 
-/// Transforms tile row `ty` of one output channel from `block`
-/// (`[ξ][chunk]`, columns `at .. at + tw`) into `plane` (`oh x ow`):
+/// Transforms one run of tiles of one output channel from `block`
+/// (position `ξ` at `ξ * stride`) into `plane` (`oh x ow`, tile row `ty`):
 /// `Y = A^T M A`, then the epilogue.
-#[allow(clippy::too_many_arguments)]
-fn transform_output_row(
+fn transform_output_run(
     block: &[f32],
-    chunk: usize,
-    at: usize,
-    tw: usize,
+    stride: usize,
+    run: &Run,
     ty: usize,
     (oh, ow): (usize, usize),
     plane: &mut [f32],
     epilogue: &OutputEpilogue,
 ) {
-    for t0 in (0..tw).step_by(BLOCK) {
-        let nt = BLOCK.min(tw - t0);
-        let m = |xi: usize| &block[xi * chunk + at + t0..][..nt];
+    for t0 in (0..run.len).step_by(BLOCK) {
+        let nt = BLOCK.min(run.len - t0);
+        let m = |xi: usize| &block[xi * stride + run.at + t0..][..nt];
         // A^T M, down the rows: s[0][j] = m0j + m1j + m2j, s[1][j] = m1j - m2j - m3j.
         let mut s = [[[0f32; BLOCK]; 4]; 2];
         let [s0, s1] = &mut s;
@@ -338,8 +435,8 @@ fn transform_output_row(
                 s1[t] = b[t] - c[t] - d[t];
             }
         }
-        // Output columns 2 t0 .. 2 (t0 + nt), clipped to the plane.
-        let (x0, x1) = (2 * t0, (2 * (t0 + nt)).min(ow));
+        // Output columns 2 (tx + t0) .. 2 (tx + t0 + nt), clipped to the plane.
+        let (x0, x1) = (2 * (run.tx + t0), (2 * (run.tx + t0 + nt)).min(ow));
         for (i, [a, b, c, d]) in s.iter().enumerate() {
             let oy = 2 * ty + i;
             if oy >= oh {
