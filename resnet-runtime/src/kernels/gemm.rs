@@ -439,12 +439,21 @@ pub(crate) unsafe fn run_jobs<'a, B, F>(
             }
         }
     };
+    on_threads(workspace, BUFFER, threads, work);
+}
+
+/// Calls `work((thread, scratch))` for each of `threads` threads, each with
+/// its own `per_thread` floats of `workspace`; a single thread runs on the
+/// caller's. Allocates nothing: rayon's indexed iterators run on `join`.
+pub(crate) fn on_threads<F>(workspace: &mut [f32], per_thread: usize, threads: usize, work: F)
+where
+    F: Fn((usize, &mut [f32])) + Send + Sync,
+{
     if threads == 1 {
-        work((0, &mut workspace[..BUFFER]));
+        work((0, &mut workspace[..per_thread]));
     } else {
-        // Rayon's indexed iterators run on `join`, which allocates nothing.
-        workspace[..threads * BUFFER]
-            .par_chunks_mut(BUFFER)
+        workspace[..threads * per_thread]
+            .par_chunks_mut(per_thread)
             .enumerate()
             .for_each(work);
     }

@@ -25,12 +25,11 @@
 //! Threads take contiguous runs of blocks and never wait on each other.
 
 use super::conv::ConvParams;
-use super::gemm::{Isa, PackedWeights, SendPtr};
+use super::gemm::{self, Isa, PackedWeights, SendPtr};
 #[cfg(target_arch = "x86_64")]
 use super::micro::{Avx2, Avx512};
 use super::micro::{MicroKernel, Portable};
 use ndarray::{Array2, ArrayView4};
-use rayon::prelude::*;
 
 /// Positions of the 4x4 transform.
 const POSITIONS: usize = 16;
@@ -147,16 +146,7 @@ impl Winograd {
                 }
             }
         };
-        let per_thread = self.scratch_len();
-        if threads == 1 {
-            work((0, &mut workspace[..per_thread]));
-        } else {
-            // Rayon's indexed iterators run on `join`, which allocates nothing.
-            workspace[..threads * per_thread]
-                .par_chunks_mut(per_thread)
-                .enumerate()
-                .for_each(work);
-        }
+        gemm::on_threads(workspace, self.scratch_len(), threads, work);
     }
 
     /// Runs blocks `blocks` of `NR` tiles, with `scratch` for `V` and `M`.
