@@ -215,8 +215,9 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
         ConvStrategy::Pointwise,
         ConvStrategy::Patches,
         ConvStrategy::Winograd,
+        ConvStrategy::Winograd4x4,
     ];
-    let mut ran = [0; 3];
+    let mut ran = [0; 4];
     for case in 0..80 {
         let mut p = random_conv(&mut rng);
         match case % 6 {
@@ -267,10 +268,9 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
                         threads,
                     );
                     // Winograd's transforms add a few roundings per term.
-                    let tol = if strategy == ConvStrategy::Winograd {
-                        1e-5
-                    } else {
-                        1e-6
+                    let tol = match strategy {
+                        ConvStrategy::Winograd | ConvStrategy::Winograd4x4 => 1e-5,
+                        _ => 1e-6,
                     };
                     assert_close(
                         &out,
@@ -335,8 +335,8 @@ fn simd_kernels_agree_with_the_portable_kernel() {
 #[test]
 fn winograd_matches_direct_convolution_on_resnet_layers() {
     let mut rng = Rng::seeded(8);
-    // ResNet-50's 3x3 stride-1 layers (and ResNet-18/34's), batch 2; the
-    // 7x7 ones run as patches by default (see `ConvStrategy::for_params`).
+    // ResNet-50's 3x3 stride-1 layers (and ResNet-18/34's), batch 2, with
+    // the strategy each gets by default (see `ConvStrategy::for_params`).
     for (channels, side) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
         let p = ConvParams {
             in_channels: channels,
@@ -348,10 +348,10 @@ fn winograd_matches_direct_convolution_on_resnet_layers() {
             in_h: side,
             in_w: side,
         };
-        let default = if side >= 8 {
-            ConvStrategy::Winograd
-        } else {
-            ConvStrategy::Patches
+        let default = match side {
+            28.. => ConvStrategy::Winograd4x4,
+            8.. => ConvStrategy::Winograd,
+            _ => ConvStrategy::Patches,
         };
         assert_eq!(ConvStrategy::for_params(&p), default);
         // Kaiming-scaled weights and post-ReLU inputs, as in a trained network.
@@ -373,18 +373,21 @@ fn winograd_matches_direct_convolution_on_resnet_layers() {
             );
             out
         };
-        let (direct, winograd) = (run(ConvStrategy::Patches), run(ConvStrategy::Winograd));
+        let direct = run(ConvStrategy::Patches);
         let largest = direct.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let worst = direct
-            .iter()
-            .zip(&winograd)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            worst / largest < 1e-4,
-            "{channels}x{side}: relative error {}",
-            worst / largest
-        );
+        for strategy in [ConvStrategy::Winograd, ConvStrategy::Winograd4x4] {
+            let winograd = run(strategy);
+            let worst = direct
+                .iter()
+                .zip(&winograd)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst / largest < 1e-4,
+                "{channels}x{side} {strategy:?}: relative error {}",
+                worst / largest
+            );
+        }
     }
 }
 

@@ -47,6 +47,7 @@ fn kernels_allocate_nothing_on_the_hot_path() {
         (ConvStrategy::Pointwise, 1, 1),
         (ConvStrategy::Patches, 3, 2),
         (ConvStrategy::Winograd, 3, 1),
+        (ConvStrategy::Winograd4x4, 3, 1),
     ] {
         let p = ConvParams {
             in_channels: 32,

@@ -8,7 +8,7 @@
 //! of input rows where the stride is 1 (the private `Patches` packer).
 
 use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
-use super::winograd::{ConvEpilogue, Winograd};
+use super::winograd::{ConvEpilogue, Tile, Winograd};
 use ndarray::{s, Array4, ArrayView1, ArrayView4, ArrayViewMut4};
 
 /// A convolution's shape: channels, kernel, stride, padding, groups and the
@@ -81,27 +81,33 @@ pub enum ConvStrategy {
     Patches,
     /// 3x3, stride 1, ungrouped: Winograd F(2x2, 3x3), 2.25x fewer multiplications.
     Winograd,
+    /// 3x3, stride 1, ungrouped: Winograd F(4x4, 3x3), 4x fewer multiplications,
+    /// with filters kept at 4x their size.
+    Winograd4x4,
 }
 
 impl ConvStrategy {
     /// The strategy [`Conv2d::new`] picks for `p`.
     ///
-    /// Winograd keeps its filters transformed, 16/9 of their size, so it is
-    /// used where that memory buys the most: at least 16 channels each way
-    /// and an output of at least 8x8. Below that (ResNet's 7x7 last stage)
-    /// its 2x2 tiles waste a quarter of their work on the odd edge, each
+    /// Winograd keeps its filters transformed, at 16/9 (F(2x2)) or 4x
+    /// (F(4x4)) their size, so it is used where that memory buys the most:
+    /// with at least 16 channels each way, F(4x4, 3x3) on outputs of at least
+    /// 28x28 (7x7 tiles of 4x4 per image, enough to share among threads at
+    /// batch 1), F(2x2, 3x3) down to 8x8. Below that (ResNet's 7x7 last
+    /// stage) 2x2 tiles waste a quarter of their work on the odd edge, each
     /// transformed filter serves only 16 tiles per image, and the gain
-    /// measured at batch 1 is about 1.15x, for 7.3 MB more per 512-channel
-    /// layer.
+    /// measured at batch 1 is small against 7.3 MB more per 512-channel layer.
     pub fn for_params(p: &ConvParams) -> ConvStrategy {
-        let (oh, ow) = p.out_hw();
+        let side = {
+            let (oh, ow) = p.out_hw();
+            oh.min(ow)
+        };
+        let winograd = Winograd::fits(p) && p.in_channels >= 16 && p.out_channels >= 16;
         if p.kernel == 1 && p.stride == 1 && p.padding == 0 {
             ConvStrategy::Pointwise
-        } else if Winograd::fits(p)
-            && p.in_channels >= 16
-            && p.out_channels >= 16
-            && oh.min(ow) >= 8
-        {
+        } else if winograd && side >= 28 {
+            ConvStrategy::Winograd4x4
+        } else if winograd && side >= 8 {
             ConvStrategy::Winograd
         } else {
             ConvStrategy::Patches
@@ -113,7 +119,7 @@ impl ConvStrategy {
         match self {
             ConvStrategy::Pointwise => p.kernel == 1 && p.stride == 1 && p.padding == 0,
             ConvStrategy::Patches => true,
-            ConvStrategy::Winograd => Winograd::fits(p),
+            ConvStrategy::Winograd | ConvStrategy::Winograd4x4 => Winograd::fits(p),
         }
     }
 }
@@ -169,7 +175,7 @@ impl Conv2d {
             params.kernel,
             params.kernel,
         );
-        if strategy == ConvStrategy::Winograd
+        if matches!(strategy, ConvStrategy::Winograd | ConvStrategy::Winograd4x4)
             || params.groups != 1
             || weight.dim() != shape
             || !weight.is_standard_layout()
@@ -219,7 +225,12 @@ impl Conv2d {
             "weight shape for {params:?}"
         );
         let packed = match strategy {
-            ConvStrategy::Winograd => Packed::Winograd(Winograd::new(isa, &params, weight)),
+            ConvStrategy::Winograd => {
+                Packed::Winograd(Winograd::new(isa, Tile::F2, &params, weight))
+            }
+            ConvStrategy::Winograd4x4 => {
+                Packed::Winograd(Winograd::new(isa, Tile::F4, &params, weight))
+            }
             ConvStrategy::Pointwise | ConvStrategy::Patches => Packed::Gemm(
                 (0..groups)
                     .map(|g| {

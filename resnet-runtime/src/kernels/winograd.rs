@@ -31,38 +31,71 @@ use super::micro::{Avx2, Avx512};
 use super::micro::{MicroKernel, Portable};
 use ndarray::{Array2, ArrayView4};
 
-/// Positions of the 4x4 transform.
-const POSITIONS: usize = 16;
 /// Floats in a 64-byte cache line: each thread's scratch starts on one.
 const ALIGN: usize = 16;
+
+/// The block of outputs one transformed tile yields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tile {
+    /// F(2x2, 3x3): 4x4 input tiles, 16 positions, 2.25x fewer multiplications.
+    F2,
+    /// F(4x4, 3x3): 6x6 input tiles, 36 positions, 4x fewer multiplications.
+    F4,
+}
+
+impl Tile {
+    /// Output rows (and columns) per tile.
+    fn outputs(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Rows of `G`, whose products `G_i g G_j^T` are the transformed filters.
+    fn g(self) -> &'static [[f64; 3]] {
+        match self {
+            Tile::F2 => &[
+                [1.0, 0.0, 0.0],
+                [0.5, 0.5, 0.5],
+                [0.5, -0.5, 0.5],
+                [0.0, 0.0, 1.0],
+            ],
+            Tile::F4 => &[
+                [1.0 / 4.0, 0.0, 0.0],
+                [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+                [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+                [0.0, 0.0, 1.0],
+            ],
+        }
+    }
+}
 
 /// The transformed filters of a 3x3 stride-1 convolution.
 #[derive(Clone, Debug)]
 pub(crate) struct Winograd {
-    /// `U[ξ]`, `out x in`, one per position.
+    tile: Tile,
+    /// `U[ξ]`, `out x in`, one per position `ξ = (i, j)` of the input tile.
     u: Vec<PackedWeights>,
 }
 
 impl Winograd {
-    /// Whether `p` can run as Winograd F(2x2, 3x3): 3x3, stride 1, one group.
+    /// Whether `p` can run as Winograd: 3x3, stride 1, one group.
     pub fn fits(p: &ConvParams) -> bool {
         p.kernel == 3 && p.stride == 1 && p.groups == 1
     }
 
     /// Transforms `weight` (`[out, in, 3, 3]`): `U = G g G^T` per channel pair.
-    pub fn new(isa: Isa, p: &ConvParams, weight: ArrayView4<f32>) -> Self {
+    pub fn new(isa: Isa, tile: Tile, p: &ConvParams, weight: ArrayView4<f32>) -> Self {
         let (cout, cin) = (p.out_channels, p.in_channels);
-        // Rows of G: U[ξ] for ξ = (i, j) is G_i g G_j^T, one position at a
-        // time, so only one transformed matrix exists before it is packed.
-        const G: [[f64; 3]; 4] = [
-            [1.0, 0.0, 0.0],
-            [0.5, 0.5, 0.5],
-            [0.5, -0.5, 0.5],
-            [0.0, 0.0, 1.0],
-        ];
-        let u = (0..POSITIONS)
+        // U[ξ] for ξ = (i, j) is G_i g G_j^T, one position at a time, so only
+        // one transformed matrix exists before it is packed.
+        let g = tile.g();
+        let u = (0..g.len() * g.len())
             .map(|xi| {
-                let (gi, gj) = (G[xi / 4], G[xi % 4]);
+                let (gi, gj) = (g[xi / g.len()], g[xi % g.len()]);
                 let m = Array2::from_shape_fn((cout, cin), |(o, c)| {
                     let mut v = 0.0;
                     for (a, ga) in gi.iter().enumerate() {
@@ -75,7 +108,7 @@ impl Winograd {
                 PackedWeights::new(isa, m.view())
             })
             .collect();
-        Winograd { u }
+        Winograd { tile, u }
     }
 
     /// Floats of one thread's scratch: `V` (`16 x in x NR`) and `M`
@@ -83,7 +116,7 @@ impl Winograd {
     fn scratch_len(&self) -> usize {
         let (mr, nr) = self.u[0].isa().tile();
         let rows = self.u[0].rows().next_multiple_of(mr);
-        POSITIONS * (self.u[0].depth() + rows) * nr + ALIGN
+        self.u.len() * (self.u[0].depth() + rows) * nr + ALIGN
     }
 
     /// Floats of workspace [`Winograd::forward`] needs with `threads` threads.
@@ -117,7 +150,8 @@ impl Winograd {
             self.workspace_len(threads)
         );
         let (oh, ow) = p.out_hw();
-        let tiles = batch * oh.div_ceil(2) * ow.div_ceil(2);
+        let m = self.tile.outputs();
+        let tiles = batch * oh.div_ceil(m) * ow.div_ceil(m);
         let nr = self.u[0].isa().tile().1;
         let blocks = tiles.div_ceil(nr);
         let threads = threads.min(blocks);
@@ -169,9 +203,13 @@ impl Winograd {
             tiles,
         } = *task;
         let (oh, ow) = p.out_hw();
-        let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+        let (th, tw) = (
+            oh.div_ceil(self.tile.outputs()),
+            ow.div_ceil(self.tile.outputs()),
+        );
         let (cin, cout) = (p.in_channels, p.out_channels);
-        let (v, m) = scratch.split_at_mut(POSITIONS * cin * K::NR);
+        let positions = self.u.len();
+        let (v, m) = scratch.split_at_mut(positions * cin * K::NR);
         for block in blocks {
             let first = block * K::NR;
             let runs = || Runs::new(first, K::NR.min(tiles - first), tw);
@@ -183,26 +221,30 @@ impl Winograd {
                     let plane = &x[(image * cin + c) * p.in_h * p.in_w..][..p.in_h * p.in_w];
                     let dst = &mut v[c * K::NR..];
                     let ty = run.row % th;
-                    transform_input_tiles(plane, p, ty, run.tx, run.len, dst, cin * K::NR, run.at);
+                    let transform = match self.tile {
+                        Tile::F2 => transform_input_tiles,
+                        Tile::F4 => transform_input_tiles_f4,
+                    };
+                    transform(plane, p, ty, run.tx, run.len, dst, cin * K::NR, run.at);
                 }
             }
 
-            // M[ξ] = U[ξ] · V[ξ], row `o` of position `ξ` at `m[o * 16 NR + ξ NR]`.
+            // M[ξ] = U[ξ] · V[ξ], row `o` of position `ξ` at `m[(o * positions + ξ) NR]`.
             for (xi, u) in self.u.iter().enumerate() {
                 let b = v[xi * cin * K::NR..][..cin * K::NR].as_ptr();
                 for panel in 0..cout.div_ceil(K::MR) {
                     let a = u.panel(panel, 0).as_ptr();
-                    let c = m[(panel * K::MR * POSITIONS + xi) * K::NR..].as_mut_ptr();
+                    let c = m[(panel * K::MR * positions + xi) * K::NR..].as_mut_ptr();
                     // SAFETY: the panels hold `cin` steps of `MR` and `NR` values;
-                    // `m` holds `MR` rows at stride `16 NR` from `c` (its rows are
+                    // `m` holds `MR` rows at stride `positions * NR` from `c` (its rows are
                     // rounded up to whole panels); the caller vouches for the CPU.
-                    unsafe { K::run(cin, a, b, c, POSITIONS * K::NR, false, None) };
+                    unsafe { K::run(cin, a, b, c, positions * K::NR, false, None) };
                 }
             }
 
             // Output transform, one output channel at a time.
             for o in 0..cout {
-                let block = &m[o * POSITIONS * K::NR..][..POSITIONS * K::NR];
+                let block = &m[o * positions * K::NR..][..positions * K::NR];
                 for run in runs() {
                     let image = run.row / th;
                     // SAFETY: plane `(image, o)` of the output, whose pixels under
@@ -221,15 +263,11 @@ impl Winograd {
                         residual,
                         relu: epilogue.relu,
                     };
-                    transform_output_run(
-                        block,
-                        K::NR,
-                        &run,
-                        run.row % th,
-                        (oh, ow),
-                        plane,
-                        &epilogue,
-                    );
+                    let transform = match self.tile {
+                        Tile::F2 => transform_output_run,
+                        Tile::F4 => transform_output_run_f4,
+                    };
+                    transform(block, K::NR, &run, run.row % th, (oh, ow), plane, &epilogue);
                 }
             }
         }
@@ -312,6 +350,20 @@ struct OutputEpilogue<'a> {
     bias: f32,
     residual: Option<&'a [f32]>,
     relu: bool,
+}
+
+impl OutputEpilogue<'_> {
+    /// Adds the residual from plane offset `start` to `row`, which holds
+    /// outputs with their bias, then clamps at zero if asked.
+    fn finish(&self, row: &mut [f32], start: usize) {
+        if let Some(residual) = self.residual {
+            let residual = &residual[start..][..row.len()];
+            row.iter_mut().zip(residual).for_each(|(y, r)| *y += r);
+        }
+        if self.relu {
+            row.iter_mut().for_each(|y| *y = y.max(0.0));
+        }
+    }
 }
 
 /// Tiles transformed together: small enough for stack arrays that cost
@@ -443,14 +495,136 @@ fn transform_output_run(
                 let t = (x1 - x0) / 2;
                 *y = a[t] + b[t] + c[t] + epilogue.bias;
             }
-            if let Some(residual) = epilogue.residual {
-                row.iter_mut()
-                    .zip(&residual[oy * ow + x0..oy * ow + x1])
-                    .for_each(|(y, r)| *y += r);
+            epilogue.finish(row, oy * ow + x0);
+        }
+    }
+}
+
+/// `V = B^T d B` of F(4x4, 3x3) for tiles `t0 .. t0 + nt` (`nt <= BLOCK`)
+/// of tile row `ty`, laid out as [`transform_input_tiles`] does; tile `t`
+/// reads padded rows `4 ty .. 4 ty + 6` and columns `4t .. 4t + 6`, and
+///
+/// ```text
+/// B^T = | 4  0 -5  0  1  0 |
+///       | 0 -4 -4  1  1  0 |
+///       | 0  4 -4 -1  1  0 |
+///       | 0 -2 -1  2  1  0 |
+///       | 0  2 -1 -2  1  0 |
+///       | 0  4  0 -5  0  1 |
+/// ```
+#[allow(clippy::too_many_arguments)]
+fn transform_input_tiles_f4(
+    plane: &[f32],
+    p: &ConvParams,
+    ty: usize,
+    t0: usize,
+    nt: usize,
+    block: &mut [f32],
+    stride: usize,
+    at: usize,
+) {
+    let (h, w, pad) = (p.in_h as isize, p.in_w as isize, p.padding as isize);
+    // Padded columns 4 t0 .. 4 t0 + width are input columns from x0.
+    let width = 4 * nt + 2;
+    let x0 = (4 * t0) as isize - pad;
+    let lo = (-x0).clamp(0, width as isize);
+    let hi = (w - x0).clamp(lo, width as isize);
+    let mut d = [[0f32; 4 * BLOCK + 2]; 6];
+    for (i, row) in d.iter_mut().enumerate() {
+        let iy = (4 * ty + i) as isize - pad;
+        if (0..h).contains(&iy) && hi > lo {
+            let from = (iy * w + x0 + lo) as usize;
+            row[lo as usize..hi as usize].copy_from_slice(&plane[from..][..(hi - lo) as usize]);
+        }
+    }
+    // B^T d, down the rows.
+    let mut r = [[0f32; 4 * BLOCK + 2]; 6];
+    for x in 0..width {
+        let [d0, d1, d2, d3, d4, d5] = [d[0][x], d[1][x], d[2][x], d[3][x], d[4][x], d[5][x]];
+        r[0][x] = 4.0 * d0 - 5.0 * d2 + d4;
+        r[1][x] = d3 + d4 - 4.0 * (d1 + d2);
+        r[2][x] = 4.0 * (d1 - d2) + d4 - d3;
+        r[3][x] = 2.0 * (d3 - d1) + d4 - d2;
+        r[4][x] = 2.0 * (d1 - d3) + d4 - d2;
+        r[5][x] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
+    // (B^T d) B, across the columns, the same combinations.
+    for (k, r) in r.iter().enumerate() {
+        let mut v = [[0f32; BLOCK]; 6];
+        for t in 0..nt {
+            let [c0, c1, c2, c3, c4, c5] = [
+                r[4 * t],
+                r[4 * t + 1],
+                r[4 * t + 2],
+                r[4 * t + 3],
+                r[4 * t + 4],
+                r[4 * t + 5],
+            ];
+            v[0][t] = 4.0 * c0 - 5.0 * c2 + c4;
+            v[1][t] = c3 + c4 - 4.0 * (c1 + c2);
+            v[2][t] = 4.0 * (c1 - c2) + c4 - c3;
+            v[3][t] = 2.0 * (c3 - c1) + c4 - c2;
+            v[4][t] = 2.0 * (c1 - c3) + c4 - c2;
+            v[5][t] = 4.0 * c1 - 5.0 * c3 + c5;
+        }
+        for (j, v) in v.iter().enumerate() {
+            column(block, stride, k * 6 + j, at, nt).copy_from_slice(&v[..nt]);
+        }
+    }
+}
+
+/// `Y = A^T M A` of F(4x4, 3x3) for one run of tiles of one output channel,
+/// then the epilogue, as [`transform_output_run`] does, with
+///
+/// ```text
+/// A^T = | 1  1  1  1  1  0 |
+///       | 0  1 -1  2 -2  0 |
+///       | 0  1  1  4  4  0 |
+///       | 0  1 -1  8 -8  1 |
+/// ```
+fn transform_output_run_f4(
+    block: &[f32],
+    stride: usize,
+    run: &Run,
+    ty: usize,
+    (oh, ow): (usize, usize),
+    plane: &mut [f32],
+    epilogue: &OutputEpilogue,
+) {
+    for t0 in (0..run.len).step_by(BLOCK) {
+        let nt = BLOCK.min(run.len - t0);
+        let m = |xi: usize| &block[xi * stride + run.at + t0..][..nt];
+        // A^T M, down the rows: s[j][i] is row i of column j.
+        let mut s = [[[0f32; BLOCK]; 4]; 6];
+        for (j, [s0, s1, s2, s3]) in s.iter_mut().enumerate() {
+            let [m0, m1, m2, m3, m4, m5] = [0, 6, 12, 18, 24, 30].map(|row| m(row + j));
+            for t in 0..nt {
+                s0[t] = m0[t] + m1[t] + m2[t] + m3[t] + m4[t];
+                s1[t] = m1[t] - m2[t] + 2.0 * (m3[t] - m4[t]);
+                s2[t] = m1[t] + m2[t] + 4.0 * (m3[t] + m4[t]);
+                s3[t] = m1[t] - m2[t] + 8.0 * (m3[t] - m4[t]) + m5[t];
             }
-            if epilogue.relu {
-                row.iter_mut().for_each(|y| *y = y.max(0.0));
+        }
+        // Output columns 4 (tx + t0) .. 4 (tx + t0 + nt), clipped to the plane.
+        let (x0, x1) = (4 * (run.tx + t0), (4 * (run.tx + t0 + nt)).min(ow));
+        for i in 0..4 {
+            let [a0, a1, a2, a3, a4, a5] = s.each_ref().map(|column| &column[i]);
+            let oy = 4 * ty + i;
+            if oy >= oh {
+                continue;
             }
+            // (A^T M) A, across the columns, the same combinations.
+            let mut y = [0f32; 4 * BLOCK];
+            for t in 0..nt {
+                let b = epilogue.bias;
+                y[4 * t] = a0[t] + a1[t] + a2[t] + a3[t] + a4[t] + b;
+                y[4 * t + 1] = a1[t] - a2[t] + 2.0 * (a3[t] - a4[t]) + b;
+                y[4 * t + 2] = a1[t] + a2[t] + 4.0 * (a3[t] + a4[t]) + b;
+                y[4 * t + 3] = a1[t] - a2[t] + 8.0 * (a3[t] - a4[t]) + a5[t] + b;
+            }
+            let row = &mut plane[oy * ow + x0..oy * ow + x1];
+            row.copy_from_slice(&y[..x1 - x0]);
+            epilogue.finish(row, oy * ow + x0);
         }
     }
 }
