@@ -200,7 +200,7 @@ fn random_conv(rng: &mut Rng) -> ConvParams {
         in_channels: groups * rng.int(1, 12),
         out_channels: groups * rng.int(1, 20),
         kernel,
-        stride: rng.int(1, 2),
+        stride: rng.int(1, 3),
         padding: rng.int(0, kernel / 2),
         groups,
         in_h: rng.int(kernel, 19),

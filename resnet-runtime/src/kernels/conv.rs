@@ -456,52 +456,103 @@ impl PackB for Patches<'_> {
             ..
         } = self.params;
         let ow = self.out_w;
-        gemm::for_each_panel_row((k0, kc), (n0, nc), nr, out, |k, col, dst| {
-            let (c, ky, kx) = (k / (kernel * kernel), k / kernel % kernel, k % kernel);
-            let plane = &self.input[c * in_h * in_w..][..in_h * in_w];
-            let width = dst.len();
-            // Walk the columns one output row at a time.
-            let (mut oy, mut ox) = (col / ow, col % ow);
-            let mut filled = 0;
-            while filled < width {
-                let run = (width - filled).min(ow - ox);
-                let seg = &mut dst[filled..filled + run];
-                let iy = (oy * stride + ky).wrapping_sub(padding);
-                if iy >= in_h {
-                    seg.fill(0.0);
-                } else {
-                    let row = &plane[iy * in_w..][..in_w];
+        let panels = out[..nc.div_ceil(nr) * kc * nr].chunks_exact_mut(kc * nr);
+        for (j, panel) in panels.enumerate() {
+            let col = n0 + j * nr;
+            let width = nr.min(n0 + nc - col);
+            // The panel's columns, one run per output row they cross; worked
+            // out once for all its rows, so the row loop divides nothing.
+            let mut runs = [OutputRun::default(); MAX_RUNS];
+            let (mut oy, mut ox, mut count) = (col / ow, col % ow, 0);
+            let mut lane = 0;
+            while lane < width {
+                let len = (width - lane).min(ow - ox);
+                runs[count] = OutputRun {
+                    iy: (oy * stride) as isize - padding as isize,
+                    ix: (ox * stride) as isize - padding as isize,
+                    lane,
+                    len,
+                };
+                (oy, ox, lane, count) = (oy + 1, 0, lane + len, count + 1);
+            }
+            let runs = &runs[..count];
+            // Row k is (c, ky, kx), stepped rather than divided out.
+            let (mut c, mut ky, mut kx) =
+                (k0 / (kernel * kernel), k0 / kernel % kernel, k0 % kernel);
+            for dst in panel.chunks_exact_mut(nr) {
+                let plane = &self.input[c * in_h * in_w..][..in_h * in_w];
+                for run in runs {
+                    let seg = &mut dst[run.lane..run.lane + run.len];
+                    let iy = run.iy + ky as isize;
+                    if iy < 0 || iy >= in_h as isize {
+                        seg.fill(0.0);
+                        continue;
+                    }
+                    let row = &plane[iy as usize * in_w..][..in_w];
                     // ix = x0 + t * stride: zeros, an in-bounds run, zeros.
-                    let x0 = (ox * stride + kx) as isize - padding as isize;
-                    let (lo, hi) = in_bounds(x0, stride, in_w, run);
-                    seg[..lo].fill(0.0);
-                    seg[hi..].fill(0.0);
+                    let x0 = run.ix + kx as isize;
+                    let (lo, hi) = in_bounds(x0, stride, in_w, run.len);
+                    if lo > 0 {
+                        seg[..lo].fill(0.0);
+                    }
+                    if hi < run.len {
+                        seg[hi..].fill(0.0);
+                    }
                     if hi > lo {
-                        let from = (x0 + (lo * stride) as isize) as usize;
-                        if stride == 1 {
-                            seg[lo..hi].copy_from_slice(&row[from..from + (hi - lo)]);
-                        } else {
-                            let src = row[from..].iter().step_by(stride);
-                            seg[lo..hi].iter_mut().zip(src).for_each(|(v, &x)| *v = x);
+                        let (from, seg) =
+                            ((x0 + (lo * stride) as isize) as usize, &mut seg[lo..hi]);
+                        match stride {
+                            1 => seg.copy_from_slice(&row[from..from + seg.len()]),
+                            _ => seg
+                                .iter_mut()
+                                .enumerate()
+                                .for_each(|(t, v)| *v = row[from + t * stride]),
                         }
                     }
                 }
-                filled += run;
-                (oy, ox) = (oy + 1, 0);
+                dst[width..].fill(0.0);
+                kx += 1;
+                if kx == kernel {
+                    (kx, ky) = (0, ky + 1);
+                    if ky == kernel {
+                        (ky, c) = (0, c + 1);
+                    }
+                }
             }
-        });
+        }
     }
+}
+
+/// Most output rows one panel of columns can cross: a panel is at most
+/// [`MAX_NR`] columns.
+const MAX_RUNS: usize = MAX_NR + 1;
+/// The widest micro-kernel tile.
+const MAX_NR: usize = 32;
+
+/// Columns of one panel that lie in one output row: their first input row
+/// and column (before the kernel offset), and where they sit in the panel.
+#[derive(Clone, Copy, Debug, Default)]
+struct OutputRun {
+    iy: isize,
+    ix: isize,
+    lane: usize,
+    len: usize,
 }
 
 /// The `t` in `0..run` for which `x0 + t * stride` lies in `0..len`, as
 /// `lo..hi` (empty when none does).
 fn in_bounds(x0: isize, stride: usize, len: usize, run: usize) -> (usize, usize) {
-    let s = stride as isize;
-    let lo = if x0 < 0 { (-x0 + s - 1) / s } else { 0 };
+    // Strides 1 and 2 are nearly all there is: spare them the division.
+    let div_ceil = |a: isize| match stride {
+        1 => a,
+        2 => (a + 1) >> 1,
+        s => (a + s as isize - 1) / s as isize,
+    };
+    let lo = if x0 < 0 { div_ceil(-x0) } else { 0 };
     let hi = if x0 >= len as isize {
         0
     } else {
-        (len as isize - x0 + s - 1) / s
+        div_ceil(len as isize - x0)
     };
     let lo = (lo as usize).min(run);
     (lo, (hi as usize).clamp(lo, run))
