@@ -540,36 +540,55 @@ fn transform_input_tiles_f4(
     // B^T d, down the rows.
     let mut r = [[0f32; 4 * BLOCK + 2]; 6];
     for x in 0..width {
-        let [d0, d1, d2, d3, d4, d5] = [d[0][x], d[1][x], d[2][x], d[3][x], d[4][x], d[5][x]];
-        r[0][x] = 4.0 * d0 - 5.0 * d2 + d4;
-        r[1][x] = d3 + d4 - 4.0 * (d1 + d2);
-        r[2][x] = 4.0 * (d1 - d2) + d4 - d3;
-        r[3][x] = 2.0 * (d3 - d1) + d4 - d2;
-        r[4][x] = 2.0 * (d1 - d3) + d4 - d2;
-        r[5][x] = 4.0 * d1 - 5.0 * d3 + d5;
+        let column = [d[0][x], d[1][x], d[2][x], d[3][x], d[4][x], d[5][x]];
+        r[0][x] = bt::<0>(column);
+        r[1][x] = bt::<1>(column);
+        r[2][x] = bt::<2>(column);
+        r[3][x] = bt::<3>(column);
+        r[4][x] = bt::<4>(column);
+        r[5][x] = bt::<5>(column);
     }
-    // (B^T d) B, across the columns, the same combinations.
+    // (B^T d) B, across the columns, written straight into each position.
     for (k, r) in r.iter().enumerate() {
-        let mut v = [[0f32; BLOCK]; 6];
-        for t in 0..nt {
-            let [c0, c1, c2, c3, c4, c5] = [
-                r[4 * t],
-                r[4 * t + 1],
-                r[4 * t + 2],
-                r[4 * t + 3],
-                r[4 * t + 4],
-                r[4 * t + 5],
-            ];
-            v[0][t] = 4.0 * c0 - 5.0 * c2 + c4;
-            v[1][t] = c3 + c4 - 4.0 * (c1 + c2);
-            v[2][t] = 4.0 * (c1 - c2) + c4 - c3;
-            v[3][t] = 2.0 * (c3 - c1) + c4 - c2;
-            v[4][t] = 2.0 * (c1 - c3) + c4 - c2;
-            v[5][t] = 4.0 * c1 - 5.0 * c3 + c5;
-        }
-        for (j, v) in v.iter().enumerate() {
-            column(block, stride, k * 6 + j, at, nt).copy_from_slice(&v[..nt]);
-        }
+        let r = &r[..4 * nt + 2];
+        bt_across::<0>(r, column(block, stride, 6 * k, at, nt));
+        bt_across::<1>(r, column(block, stride, 6 * k + 1, at, nt));
+        bt_across::<2>(r, column(block, stride, 6 * k + 2, at, nt));
+        bt_across::<3>(r, column(block, stride, 6 * k + 3, at, nt));
+        bt_across::<4>(r, column(block, stride, 6 * k + 4, at, nt));
+        bt_across::<5>(r, column(block, stride, 6 * k + 5, at, nt));
+    }
+}
+
+/// Row `I` of F(4x4, 3x3)'s `A^T` applied to six values.
+#[inline(always)]
+fn at<const I: usize>([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> f32 {
+    match I {
+        0 => m0 + m1 + m2 + m3 + m4,
+        1 => m1 - m2 + 2.0 * (m3 - m4),
+        2 => m1 + m2 + 4.0 * (m3 + m4),
+        _ => m1 - m2 + 8.0 * (m3 - m4) + m5,
+    }
+}
+
+/// Row `J` of F(4x4, 3x3)'s `B^T` applied to six values.
+#[inline(always)]
+fn bt<const J: usize>([c0, c1, c2, c3, c4, c5]: [f32; 6]) -> f32 {
+    match J {
+        0 => 4.0 * c0 - 5.0 * c2 + c4,
+        1 => c3 + c4 - 4.0 * (c1 + c2),
+        2 => 4.0 * (c1 - c2) + c4 - c3,
+        3 => 2.0 * (c3 - c1) + c4 - c2,
+        4 => 2.0 * (c1 - c3) + c4 - c2,
+        _ => 4.0 * c1 - 5.0 * c3 + c5,
+    }
+}
+
+/// Row `J` of `B^T` across a row of padded columns: tile `t` of `out`
+/// from columns `4t .. 4t + 6` of `r`.
+fn bt_across<const J: usize>(r: &[f32], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(r.windows(6).step_by(4)) {
+        *o = bt::<J>([c[0], c[1], c[2], c[3], c[4], c[5]]);
     }
 }
 
@@ -599,10 +618,11 @@ fn transform_output_run_f4(
         for (j, [s0, s1, s2, s3]) in s.iter_mut().enumerate() {
             let [m0, m1, m2, m3, m4, m5] = [0, 6, 12, 18, 24, 30].map(|row| m(row + j));
             for t in 0..nt {
-                s0[t] = m0[t] + m1[t] + m2[t] + m3[t] + m4[t];
-                s1[t] = m1[t] - m2[t] + 2.0 * (m3[t] - m4[t]);
-                s2[t] = m1[t] + m2[t] + 4.0 * (m3[t] + m4[t]);
-                s3[t] = m1[t] - m2[t] + 8.0 * (m3[t] - m4[t]) + m5[t];
+                let column = [m0[t], m1[t], m2[t], m3[t], m4[t], m5[t]];
+                s0[t] = at::<0>(column);
+                s1[t] = at::<1>(column);
+                s2[t] = at::<2>(column);
+                s3[t] = at::<3>(column);
             }
         }
         // Output columns 4 (tx + t0) .. 4 (tx + t0 + nt), clipped to the plane.
@@ -615,12 +635,11 @@ fn transform_output_run_f4(
             }
             // (A^T M) A, across the columns, the same combinations.
             let mut y = [0f32; 4 * BLOCK];
-            for t in 0..nt {
+            for (t, y) in y[..4 * nt].chunks_exact_mut(4).enumerate() {
+                let row = [a0[t], a1[t], a2[t], a3[t], a4[t], a5[t]];
                 let b = epilogue.bias;
-                y[4 * t] = a0[t] + a1[t] + a2[t] + a3[t] + a4[t] + b;
-                y[4 * t + 1] = a1[t] - a2[t] + 2.0 * (a3[t] - a4[t]) + b;
-                y[4 * t + 2] = a1[t] + a2[t] + 4.0 * (a3[t] + a4[t]) + b;
-                y[4 * t + 3] = a1[t] - a2[t] + 8.0 * (a3[t] - a4[t]) + a5[t] + b;
+                y.copy_from_slice(&[at::<0>(row), at::<1>(row), at::<2>(row), at::<3>(row)]);
+                y.iter_mut().for_each(|y| *y += b);
             }
             let row = &mut plane[oy * ow + x0..oy * ow + x1];
             row.copy_from_slice(&y[..x1 - x0]);
