@@ -94,9 +94,9 @@ impl ConvStrategy {
     /// with at least 16 channels each way, F(4x4, 3x3) on outputs of at least
     /// 28x28 (7x7 tiles of 4x4 per image, enough to share among threads at
     /// batch 1), F(2x2, 3x3) down to 8x8. Below that (ResNet's 7x7 last
-    /// stage) 2x2 tiles waste a quarter of their work on the odd edge, each
-    /// transformed filter serves only 16 tiles per image, and the gain
-    /// measured at batch 1 is small against 7.3 MB more per 512-channel layer.
+    /// stage) 2x2 tiles waste a quarter of their work on the odd edge, an
+    /// image's 16 tiles are one thread's block, and a 512-channel layer
+    /// would hold 7.3 MB more for a gain that only comes at larger batches.
     pub fn for_params(p: &ConvParams) -> ConvStrategy {
         let side = {
             let (oh, ow) = p.out_hw();
