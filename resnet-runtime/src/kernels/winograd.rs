@@ -1,8 +1,8 @@
-//! Winograd F(2x2, 3x3) convolution for 3x3, stride-1, ungrouped layers:
-//! each 2x2 block of outputs costs 16 multiplications per channel pair
-//! instead of 36.
+//! Winograd convolution for 3x3, stride-1, ungrouped layers: F(2x2, 3x3)
+//! computes each 2x2 block of outputs with 16 multiplications per channel
+//! pair instead of 36, F(4x4, 3x3) each 4x4 block with 36 instead of 144.
 //!
-//! With `d` a 4x4 input tile, `g` a 3x3 filter and
+//! For F(2x2, 3x3), with `d` a 4x4 input tile, `g` a 3x3 filter and
 //!
 //! ```text
 //! B^T = | 1  0 -1  0 |     G = | 1    0    0  |     A^T = | 1  1  1  0 |
@@ -11,9 +11,11 @@
 //!       | 0  1  0 -1 |         | 0    0    1  |
 //! ```
 //!
-//! the 2x2 output is `A^T [(G g G^T) ⊙ (B^T d B)] A`. Summed over input
-//! channels, the element-wise product becomes 16 independent GEMMs, one
-//! per position of the 4x4 transform: `M[ξ] = U[ξ] · V[ξ]`, `U[ξ]` the
+//! the 2x2 output is `A^T [(G g G^T) ⊙ (B^T d B)] A`; F(4x4, 3x3) is the
+//! same with 6x6 input tiles and the matrices at [`Tile::g`],
+//! [`transform_input_tiles_f4`] and [`transform_output_run_f4`]. Summed over
+//! input channels, the element-wise product becomes one GEMM per position
+//! `ξ` of the input tile (16 or 36): `M[ξ] = U[ξ] · V[ξ]`, `U[ξ]` the
 //! transformed filters (`out x in`, packed once) and `V[ξ]` the transformed
 //! tiles (`in x tiles`).
 //!
@@ -111,8 +113,8 @@ impl Winograd {
         Winograd { tile, u }
     }
 
-    /// Floats of one thread's scratch: `V` (`16 x in x NR`) and `M`
-    /// (`out x 16 x NR`, `out` rounded up to whole row panels).
+    /// Floats of one thread's scratch: `V` (`positions x in x NR`) and `M`
+    /// (`out x positions x NR`, `out` rounded up to whole row panels).
     fn scratch_len(&self) -> usize {
         let (mr, nr) = self.u[0].isa().tile();
         let rows = self.u[0].rows().next_multiple_of(mr);
