@@ -6,6 +6,8 @@
 //! (rows are channels, columns pixels), and every other shape packs its
 //! patches straight from the input block by block, copying contiguous runs
 //! of input rows where the stride is 1 (the private `Patches` packer).
+//! 3x3 stride-1 layers run as Winograd F(4x4, 3x3) or F(2x2, 3x3) instead
+//! ([`ConvStrategy::for_params`] says where).
 
 use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
 use super::winograd::{ConvEpilogue, Tile, Winograd};
