@@ -264,7 +264,7 @@ impl Epilogue<'_> {
         self.bias.is_none() && self.residual.is_none() && !self.relu
     }
 
-    /// The epilogue of the full tile at `(m0, n0)`, for the micro-kernel.
+    /// The epilogue of the tile of whole rows at `(m0, n0)`, for the micro-kernel.
     fn tile(&self, m0: usize, n0: usize) -> TileEpilogue {
         let residual = self.residual.filter(|r| m0 < r.rows);
         TileEpilogue {
@@ -498,13 +498,14 @@ unsafe fn worker<'a, K, B, F>(
                     // SAFETY: `(i0, j0)` lies in this task's block of `C`, which is
                     // valid and written by this task alone (the caller's contract).
                     let c = unsafe { job.c.0.add(i0 * job.ldc + j0) };
-                    // SAFETY: the panels hold `kc` steps (packing), and full tiles
-                    // fit in `C`; partial ones go through `tile`, `MR x NR` floats.
+                    // SAFETY: the panels hold `kc` steps (packing); a tile of whole
+                    // rows fits in `C` for its `nr` columns, which is all the kernel
+                    // touches; a tile of fewer rows goes through `tile`, `MR x NR` floats.
                     unsafe {
-                        if mr == K::MR && nr == K::NR {
+                        if mr == K::MR {
                             let epilogue = (last && !job.epilogue.is_identity())
                                 .then(|| job.epilogue.tile(i0, j0));
-                            K::run(kc, a, b, c, job.ldc, accumulate, epilogue.as_ref());
+                            K::run(kc, a, b, c, job.ldc, nr, accumulate, epilogue.as_ref());
                         } else {
                             for i in 0..mr {
                                 for j in 0..nr {
@@ -515,7 +516,7 @@ unsafe fn worker<'a, K, B, F>(
                                     };
                                 }
                             }
-                            K::run(kc, a, b, tile.as_mut_ptr(), K::NR, accumulate, None);
+                            K::run(kc, a, b, tile.as_mut_ptr(), K::NR, K::NR, accumulate, None);
                             for i in 0..mr {
                                 for j in 0..nr {
                                     *c.add(i * job.ldc + j) = tile[i * K::NR + j];

@@ -1,6 +1,7 @@
 //! GEMM micro-kernels: one `MR x NR` tile of `C` from packed panels.
 //!
-//! Every kernel computes, for `i < MR`, `j < NR`,
+//! Every kernel computes, for `i < MR` and the tile's first `cols` columns
+//! `j < cols <= NR`,
 //!
 //! ```text
 //! c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + sum over k < kc of a[k * MR + i] * b[k * NR + j]
@@ -9,6 +10,8 @@
 //! with `k` ascending, so an element's rounding never depends on threading,
 //! and then, given a [`TileEpilogue`], adds `bias[i]` and row `i` of the
 //! residual and clamps at zero in registers, before the tile's one store.
+//! Columns from `cols` on are neither read nor written (the SIMD kernels
+//! mask them), so the last, partial tile of a row needs no copy.
 //! `a` is an `MR`-row panel of the packed weights and `b` an `NR`-column
 //! panel of the packed activations (see `gemm.rs`).
 
@@ -17,7 +20,8 @@
 pub(crate) struct TileEpilogue {
     /// `MR` values, or null.
     pub bias: *const f32,
-    /// Row 0 of the tile's residual, rows at stride `residual_ld`; or null.
+    /// Row 0 of the tile's residual (`cols` floats a row), rows at stride
+    /// `residual_ld`; or null.
     pub residual: *const f32,
     pub residual_ld: usize,
     /// Rows of the tile that have a residual.
@@ -60,19 +64,22 @@ pub(crate) trait MicroKernel {
     /// Columns of the tile (output pixels).
     const NR: usize;
 
-    /// Computes one full tile, as the module documents.
+    /// Computes the first `cols` columns (`1..=NR`) of one tile, as the
+    /// module documents.
     ///
     /// # Safety
     /// `a` must be valid for `kc * MR` reads, `b` for `kc * NR` reads, `c`
-    /// for reads and writes of `MR` rows of `NR` elements at stride `ldc`,
+    /// for reads and writes of `MR` rows of `cols` elements at stride `ldc`,
     /// and `epilogue` as its methods require; the CPU must support the
     /// kernel's instruction set.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn run(
         kc: usize,
         a: *const f32,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
+        cols: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     );
@@ -91,6 +98,7 @@ impl MicroKernel for Portable {
         b: *const f32,
         c: *mut f32,
         ldc: usize,
+        cols: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
@@ -112,8 +120,9 @@ impl MicroKernel for Portable {
             }
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: row `i < MR` of `c` holds `NR` elements (see the trait).
-            let out = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), NR) };
+            let row = &mut row[..cols];
+            // SAFETY: row `i < MR` of `c` holds `cols` elements (see the trait).
+            let out = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), cols) };
             if accumulate {
                 row.iter_mut().zip(out.iter()).for_each(|(x, o)| *x += o);
             }
@@ -122,8 +131,8 @@ impl MicroKernel for Portable {
                 let (bias, residual) = unsafe { (e.bias(i), e.residual_row(i)) };
                 row.iter_mut().for_each(|x| *x += bias);
                 if let Some(r) = residual {
-                    // SAFETY: as above: a residual row holds `NR` floats.
-                    let r = unsafe { std::slice::from_raw_parts(r, NR) };
+                    // SAFETY: as above: a residual row holds `cols` floats.
+                    let r = unsafe { std::slice::from_raw_parts(r, cols) };
                     row.iter_mut().zip(r).for_each(|(x, r)| *x += r);
                 }
                 if e.relu {
@@ -156,21 +165,24 @@ mod x86 {
             b: *const f32,
             c: *mut f32,
             ldc: usize,
+            cols: usize,
             accumulate: bool,
             epilogue: Option<&TileEpilogue>,
         ) {
             // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
-            unsafe { avx512_8x32(kc, a, b, c, ldc, accumulate, epilogue) }
+            unsafe { avx512_8x32(kc, a, b, c, ldc, cols, accumulate, epilogue) }
         }
     }
 
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn avx512_8x32(
         kc: usize,
         a: *const f32,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
+        cols: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
@@ -188,30 +200,34 @@ mod x86 {
                 }
             }
         }
+        // Lanes of the two halves that hold one of the first `cols` columns;
+        // masked lanes are neither loaded nor stored.
+        let half = |from: usize| ((1u32 << cols.saturating_sub(from).min(16)) - 1) as __mmask16;
+        let (m0, m1) = (half(0), half(16));
         for (i, row) in acc.iter().enumerate() {
-            // SAFETY: row `i < 8` of `c` holds 32 floats; the epilogue's extents
-            // are the caller's contract.
+            // SAFETY: row `i < 8` of `c` holds `cols` floats, and the masks
+            // touch no others; the epilogue's extents are the caller's contract.
             unsafe {
                 let out = c.add(i * ldc);
                 let (mut lo, mut hi) = (row[0], row[1]);
                 if accumulate {
-                    lo = _mm512_add_ps(lo, _mm512_loadu_ps(out));
-                    hi = _mm512_add_ps(hi, _mm512_loadu_ps(out.add(16)));
+                    lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(m0, out));
+                    hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(m1, out.add(16)));
                 }
                 if let Some(e) = epilogue {
                     let bias = _mm512_set1_ps(e.bias(i));
                     (lo, hi) = (_mm512_add_ps(lo, bias), _mm512_add_ps(hi, bias));
                     if let Some(r) = e.residual_row(i) {
-                        lo = _mm512_add_ps(lo, _mm512_loadu_ps(r));
-                        hi = _mm512_add_ps(hi, _mm512_loadu_ps(r.add(16)));
+                        lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(m0, r));
+                        hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(m1, r.add(16)));
                     }
                     if e.relu {
                         let zero = _mm512_setzero_ps();
                         (lo, hi) = (_mm512_max_ps(lo, zero), _mm512_max_ps(hi, zero));
                     }
                 }
-                _mm512_storeu_ps(out, lo);
-                _mm512_storeu_ps(out.add(16), hi);
+                _mm512_mask_storeu_ps(out, m0, lo);
+                _mm512_mask_storeu_ps(out.add(16), m1, hi);
             }
         }
     }
@@ -229,21 +245,24 @@ mod x86 {
             b: *const f32,
             c: *mut f32,
             ldc: usize,
+            cols: usize,
             accumulate: bool,
             epilogue: Option<&TileEpilogue>,
         ) {
             // SAFETY: the caller guarantees the CPU supports AVX2 and FMA, and the extents.
-            unsafe { avx2_6x16(kc, a, b, c, ldc, accumulate, epilogue) }
+            unsafe { avx2_6x16(kc, a, b, c, ldc, cols, accumulate, epilogue) }
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn avx2_6x16(
         kc: usize,
         a: *const f32,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
+        cols: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
@@ -261,30 +280,37 @@ mod x86 {
                 }
             }
         }
+        // Lanes of the two halves that hold one of the first `cols` columns
+        // (all ones where they do); masked lanes are neither loaded nor stored.
+        let half = |from: i32| {
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - from), lanes)
+        };
+        let (m0, m1) = (half(0), half(8));
         for (i, row) in acc.iter().enumerate() {
-            // SAFETY: row `i < 6` of `c` holds 16 floats; the epilogue's extents
-            // are the caller's contract.
+            // SAFETY: row `i < 6` of `c` holds `cols` floats, and the masks
+            // touch no others; the epilogue's extents are the caller's contract.
             unsafe {
                 let out = c.add(i * ldc);
                 let (mut lo, mut hi) = (row[0], row[1]);
                 if accumulate {
-                    lo = _mm256_add_ps(lo, _mm256_loadu_ps(out));
-                    hi = _mm256_add_ps(hi, _mm256_loadu_ps(out.add(8)));
+                    lo = _mm256_add_ps(lo, _mm256_maskload_ps(out, m0));
+                    hi = _mm256_add_ps(hi, _mm256_maskload_ps(out.add(8), m1));
                 }
                 if let Some(e) = epilogue {
                     let bias = _mm256_set1_ps(e.bias(i));
                     (lo, hi) = (_mm256_add_ps(lo, bias), _mm256_add_ps(hi, bias));
                     if let Some(r) = e.residual_row(i) {
-                        lo = _mm256_add_ps(lo, _mm256_loadu_ps(r));
-                        hi = _mm256_add_ps(hi, _mm256_loadu_ps(r.add(8)));
+                        lo = _mm256_add_ps(lo, _mm256_maskload_ps(r, m0));
+                        hi = _mm256_add_ps(hi, _mm256_maskload_ps(r.add(8), m1));
                     }
                     if e.relu {
                         let zero = _mm256_setzero_ps();
                         (lo, hi) = (_mm256_max_ps(lo, zero), _mm256_max_ps(hi, zero));
                     }
                 }
-                _mm256_storeu_ps(out, lo);
-                _mm256_storeu_ps(out.add(8), hi);
+                _mm256_maskstore_ps(out, m0, lo);
+                _mm256_maskstore_ps(out.add(8), m1, hi);
             }
         }
     }

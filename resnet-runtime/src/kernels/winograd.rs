@@ -240,7 +240,7 @@ impl Winograd {
                     // SAFETY: the panels hold `cin` steps of `MR` and `NR` values;
                     // `m` holds `MR` rows at stride `positions * NR` from `c` (its rows are
                     // rounded up to whole panels); the caller vouches for the CPU.
-                    unsafe { K::run(cin, a, b, c, positions * K::NR, false, None) };
+                    unsafe { K::run(cin, a, b, c, positions * K::NR, K::NR, false, None) };
                 }
             }
 
