@@ -339,8 +339,10 @@ impl SendPtr {
 
 /// How a call's jobs, all of one shape, are cut into tasks: blocks of `C`
 /// of at most `MC` rows and `NC` columns, enough of them to give each thread
-/// about two. Columns are cut first: a task packs its columns of `B` once per
-/// depth block, however many rows it has.
+/// one or two, each thread taking a contiguous run of tasks. Of the ways to
+/// cut, cutting columns first or rows first, it keeps the one whose busiest
+/// thread has the least work, counting packing: a task packs its columns of
+/// `B` once per depth block, however many rows it has.
 #[derive(Clone, Copy, Debug)]
 struct Split {
     m: usize,
@@ -354,22 +356,57 @@ struct Split {
 impl Split {
     fn new(m: usize, n: usize, jobs: usize, isa: Isa, threads: usize) -> Split {
         let (mr, nr) = isa.tile();
-        let wanted = (2 * threads).div_ceil(jobs);
-        let nc = n
-            .div_ceil(wanted.min(n.div_ceil(nr)).max(n.div_ceil(NC)))
-            .next_multiple_of(nr)
-            .min(NC);
-        let col_blocks = n.div_ceil(nc);
-        let rows = m.div_ceil(wanted.div_ceil(col_blocks).max(m.div_ceil(MC)));
-        let mc = rows.next_multiple_of(mr).min(MC / mr * mr);
-        Split {
-            m,
-            n,
-            mc,
-            nc,
-            row_blocks: m.div_ceil(mc),
-            col_blocks,
-        }
+        let cut = |wanted: usize, columns_first: bool| {
+            // Column blocks of whole panels, as even as their count allows.
+            let panels = n.div_ceil(nr);
+            let col_blocks = if columns_first {
+                wanted.min(panels).max(n.div_ceil(NC))
+            } else {
+                n.div_ceil(NC)
+            };
+            let nc = (panels.div_ceil(col_blocks) * nr).min(NC);
+            let col_blocks = n.div_ceil(nc);
+            let rows = m.div_ceil(wanted.div_ceil(col_blocks).max(m.div_ceil(MC)));
+            let mc = rows.next_multiple_of(mr).min(MC / mr * mr);
+            Split {
+                m,
+                n,
+                mc,
+                nc,
+                row_blocks: m.div_ceil(mc),
+                col_blocks,
+            }
+        };
+        let wanted = |per_thread: usize| (per_thread * threads).div_ceil(jobs);
+        [
+            cut(wanted(2), true),
+            cut(wanted(1), true),
+            cut(wanted(2), false),
+            cut(wanted(1), false),
+        ]
+        .into_iter()
+        .min_by_key(|split| split.busiest(jobs, (mr, nr), threads))
+        .expect("four candidates")
+    }
+
+    /// Work of the busiest thread: for each of its tasks, the row panels
+    /// times the column panels it multiplies, plus packing its column panels
+    /// (counted as two row panels' worth).
+    fn busiest(&self, jobs: usize, (mr, nr): (usize, usize), threads: usize) -> usize {
+        let total = jobs * self.per_job();
+        let threads = threads.min(total).max(1);
+        (0..threads)
+            .map(|thread| {
+                (thread * total / threads..(thread + 1) * total / threads)
+                    .map(|t| {
+                        let (_, (r0, r1), (c0, c1)) = self.task(t);
+                        let (rows, cols) = ((r1 - r0).div_ceil(mr), (c1 - c0).div_ceil(nr));
+                        (rows + 2) * cols
+                    })
+                    .sum::<usize>()
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     fn per_job(&self) -> usize {
