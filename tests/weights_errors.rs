@@ -94,7 +94,7 @@ fn truncated_files_and_missing_paths_are_errors() {
 }
 
 #[test]
-fn files_are_read_a_tensor_at_a_time_and_truncated_ones_are_errors() {
+fn files_are_read_a_tensor_at_a_time_and_corrupt_ones_are_errors() {
     let bytes = serialize(&tensors(&fixture("cifar_resnet20")));
     let dir = std::env::temp_dir().join(format!("resnet-rs-weights-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -104,14 +104,25 @@ fn files_are_read_a_tensor_at_a_time_and_truncated_ones_are_errors() {
     let from_bytes = CifarResNet20::from_safetensors_bytes(&bytes).unwrap();
     let x = input::<3, 32, 32>();
     assert!(from_file.forward(&x).view() == from_bytes.forward(&x).view());
-    for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
-        let path = dir.join(format!("cut{cut}.safetensors"));
-        std::fs::write(&path, &bytes[..cut]).unwrap();
+    // Truncated files, a header length past the file (or absurd), a header
+    // that is not JSON.
+    let mut corrupt: Vec<(String, Vec<u8>)> = [0, 7, 100, bytes.len() / 2, bytes.len() - 1]
+        .into_iter()
+        .map(|cut| (format!("cut at {cut}"), bytes[..cut].to_vec()))
+        .collect();
+    for len in [bytes.len() as u64, u64::MAX] {
+        let mut b = bytes.clone();
+        b[..8].copy_from_slice(&len.to_le_bytes());
+        corrupt.push((format!("header length {len}"), b));
+    }
+    let mut garbage = bytes.clone();
+    garbage[8] = b'#';
+    corrupt.push(("a header that is not JSON".into(), garbage));
+    for (i, (what, b)) in corrupt.iter().enumerate() {
+        let path = dir.join(format!("corrupt{i}.safetensors"));
+        std::fs::write(&path, b).unwrap();
         let err = CifarResNet20::from_safetensors(&path).unwrap_err();
-        assert!(
-            matches!(err, WeightsError::Format(_)),
-            "cut at {cut}: {err}"
-        );
+        assert!(matches!(err, WeightsError::Format(_)), "{what}: {err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

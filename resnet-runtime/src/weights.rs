@@ -14,6 +14,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
+/// The largest header read, as the safetensors crate allows: a corrupt
+/// length must not make loading allocate gigabytes.
+const MAX_HEADER: u64 = 100_000_000;
+
 /// Reads `out.len()` bytes of the file's `what`; a short file is a format error.
 fn read_exact_or_format(file: &mut File, out: &mut [u8], what: &str) -> Result<(), WeightsError> {
     file.read_exact(out)
@@ -123,9 +127,9 @@ impl<'a> Weights<'a> {
         let mut len = [0u8; 8];
         read_exact_or_format(&mut file, &mut len, "header length")?;
         let header_len = u64::from_le_bytes(len);
-        if header_len > file_len.saturating_sub(8) {
+        if header_len > file_len.saturating_sub(8) || header_len > MAX_HEADER {
             return Err(format(format!(
-                "the header is {header_len} bytes, the file only {file_len}"
+                "a header of {header_len} bytes in a file of {file_len} (at most {MAX_HEADER})"
             )));
         }
         let mut header = vec![0u8; header_len as usize];
