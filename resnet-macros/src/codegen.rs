@@ -331,9 +331,10 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                 /// If `out` holds another number of images than `x`.
                 pub fn forward_with(&self, workspace: &mut #private::Workspace, x: &#batch_in, out: &mut #logits) {
                     #private::core::assert_eq!(out.len(), x.len(), "the output holds {} rows for {} images", out.len(), x.len());
-                    let mut exec = workspace.exec(x.view(), Self::ARENA_FLOATS);
-                    let features = self.backbone(&mut exec);
-                    exec.head(&self.#fc, features, out.view_mut());
+                    workspace.run(x.view(), Self::ARENA_FLOATS, |exec| {
+                        let features = self.backbone(exec);
+                        exec.head(&self.#fc, features, out.view_mut());
+                    });
                 }
             }
         }
@@ -407,9 +408,10 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
             /// If `out` holds another number of images than `x`.
             pub fn features_with(&self, workspace: &mut #private::Workspace, x: &#batch_in, out: &mut #batch_features) {
                 #private::core::assert_eq!(out.len(), x.len(), "the output holds {} images for {}", out.len(), x.len());
-                let mut exec = workspace.exec(x.view(), Self::ARENA_FLOATS);
-                let features = self.backbone(&mut exec);
-                exec.copy_out(features, out.view_mut());
+                workspace.run(x.view(), Self::ARENA_FLOATS, |exec| {
+                    let features = self.backbone(exec);
+                    exec.copy_out(features, out.view_mut());
+                });
             }
 
             /// Every step up to the backbone's output; returns where it is.
