@@ -4,7 +4,7 @@
 //! every offset and length by `n`.
 
 use crate::kernels::elementwise::{channel_affine, subsample};
-use crate::kernels::pool::{avg_pool_linear, max_pool2d};
+use crate::kernels::pool::{avg_pool_linear, avg_pool_linear_scratch, max_pool2d};
 use crate::layers::{Affine, ConvLayer, Linear};
 use ndarray::{ArrayView4, ArrayViewMut2, ArrayViewMut4};
 use std::ops::Range;
@@ -205,9 +205,10 @@ impl Exec<'_> {
     /// `out = fc(mean over H, W of src)`.
     pub fn head(&mut self, fc: &Linear, src: Src, out: ArrayViewMut2<'_, f32>) {
         let n = self.n;
-        let channels = fc.weight.dim().1;
-        if self.scratch.len() < channels {
-            self.scratch.resize(channels, 0.0);
+        let (classes, channels) = fc.weight.dim();
+        let need = avg_pool_linear_scratch(n, channels, classes);
+        if self.scratch.len() < need {
+            self.scratch.resize(need, 0.0);
         }
         let input = match src {
             Src::Input => self.input.view(),

@@ -9,7 +9,7 @@
 //! steal before it counts.
 
 use ndarray::{Array1, Array2, Array4};
-use resnet_runtime::kernels::pool::{avg_pool_linear, max_pool2d};
+use resnet_runtime::kernels::pool::{avg_pool_linear, avg_pool_linear_scratch, max_pool2d};
 use resnet_runtime::kernels::{
     gemm, workspace_len, Conv2d, ConvParams, ConvStrategy, Epilogue, Isa, PackedWeights,
 };
@@ -110,14 +110,17 @@ fn kernels_allocate_nothing_on_the_hot_path() {
         0
     );
     let (weight, bias) = (Array2::from_elem((10, 16), 0.5), Array1::from_elem(10, 1.0));
-    let (mut logits, mut means) = (Array2::zeros((2, 10)), vec![0.0; 16]);
+    let (mut logits, mut scratch) = (
+        Array2::zeros((2, 10)),
+        vec![0.0; avg_pool_linear_scratch(2, 16, 10)],
+    );
     let n = allocations(&pool, || {
         avg_pool_linear(
             x.view(),
             weight.view(),
             bias.view(),
             logits.view_mut(),
-            &mut means,
+            &mut scratch,
         )
     });
     assert_eq!((n, logits[(1, 9)]), (0, 9.0));

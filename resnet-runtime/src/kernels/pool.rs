@@ -1,6 +1,6 @@
 //! Pooling and the classifier head.
 
-use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
+use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
 use rayon::prelude::*;
 
 /// Max pooling over `kernel x kernel` windows with `stride` and `padding`
@@ -65,17 +65,19 @@ pub fn max_pool2d(
 /// `out[n][k] = bias[k] + sum_c weight[k][c] * mean(x[n][c])`.
 ///
 /// `x` is `[N, C, H, W]`, `weight` `[K, C]` (standard layout, PyTorch's
-/// `fc.weight`), `bias` `[K]`, `out` `[N, K]`; `means` is scratch of at
-/// least `C` floats.
+/// `fc.weight`), `bias` `[K]`, `out` `[N, K]`; `scratch` holds at least
+/// [`avg_pool_linear_scratch`] floats. The weight, the largest input, is read
+/// once for the whole batch, its rows shared among the pool's threads.
 ///
 /// # Panics
-/// If the shapes disagree or a tensor is not in standard layout.
+/// If the shapes disagree, a tensor is not in standard layout, or the
+/// scratch is too short.
 pub fn avg_pool_linear(
     x: ArrayView4<f32>,
     weight: ArrayView2<f32>,
     bias: ArrayView1<f32>,
     mut out: ArrayViewMut2<f32>,
-    means: &mut [f32],
+    scratch: &mut [f32],
 ) {
     let (n, c, h, w) = x.dim();
     let k = weight.dim().0;
@@ -86,17 +88,39 @@ pub fn avg_pool_linear(
         "fc bias and output for {k} classes"
     );
     let weight = weight.to_slice().expect("weight in standard layout");
-    let means = &mut means[..c];
+    let bias = bias.to_slice().expect("bias in standard layout");
+    let x = x.to_slice().expect("input in standard layout");
+    let (means, logits) = scratch[..avg_pool_linear_scratch(n, c, k)].split_at_mut(n * c);
     let scale = 1.0 / (h * w) as f32;
-    for (image, mut logits) in x.axis_iter(Axis(0)).zip(out.axis_iter_mut(Axis(0))) {
-        let planes = image.to_slice().expect("input in standard layout");
-        for (m, plane) in means.iter_mut().zip(planes.chunks_exact(h * w)) {
-            *m = plane.iter().sum::<f32>() * scale;
-        }
-        for ((logit, row), b) in logits.iter_mut().zip(weight.chunks_exact(c)).zip(bias) {
-            *logit = b + dot(row, means);
-        }
+    for (m, plane) in means.iter_mut().zip(x.chunks_exact(h * w)) {
+        *m = plane.iter().sum::<f32>() * scale;
     }
+    // logits[class][image], a block of classes per task.
+    let means = &*means;
+    logits
+        .par_chunks_mut(CLASSES_PER_TASK * n)
+        .enumerate()
+        .for_each(|(task, logits)| {
+            let first = task * CLASSES_PER_TASK;
+            for (class, logits) in logits.chunks_exact_mut(n).enumerate() {
+                let row = &weight[(first + class) * c..][..c];
+                for (logit, means) in logits.iter_mut().zip(means.chunks_exact(c)) {
+                    *logit = bias[first + class] + dot(row, means);
+                }
+            }
+        });
+    for ((image, class), o) in out.indexed_iter_mut() {
+        *o = logits[class * n + image];
+    }
+}
+
+/// Classes of the head per parallel task.
+const CLASSES_PER_TASK: usize = 64;
+
+/// Floats of scratch [`avg_pool_linear`] needs for `n` images, `c` channels
+/// and `k` classes: the means, then the logits by class.
+pub fn avg_pool_linear_scratch(n: usize, c: usize, k: usize) -> usize {
+    n * (c + k)
 }
 
 /// A dot product in 16 interleaved partial sums, so it vectorises.
