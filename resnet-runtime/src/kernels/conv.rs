@@ -526,10 +526,8 @@ impl PackB for Patches<'_> {
 }
 
 /// Most output rows one panel of columns can cross: a panel is at most
-/// [`MAX_NR`] columns.
-const MAX_RUNS: usize = MAX_NR + 1;
-/// The widest micro-kernel tile.
-const MAX_NR: usize = 32;
+/// [`gemm::MAX_NR`] columns.
+const MAX_RUNS: usize = gemm::MAX_NR + 1;
 
 /// Columns of one panel that lie in one output row: their first input row
 /// and column (before the kernel offset), and where they sit in the panel.

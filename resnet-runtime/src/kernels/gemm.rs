@@ -26,8 +26,19 @@ pub const KC: usize = 256;
 const MC: usize = 512;
 /// Most columns of `C` in one task: `KC x NC` packed floats stay in L2.
 pub const NC: usize = 512;
+/// The widest tile (`NR`) of any kernel.
+pub(crate) const MAX_NR: usize = 32;
 /// The largest `MR x NR` of any kernel.
-const MAX_TILE: usize = 8 * 32;
+const MAX_TILE: usize = 8 * MAX_NR;
+// Every kernel's tile fits the bounds above.
+const _: () = assert!(Portable::NR <= MAX_NR && Portable::MR * Portable::NR <= MAX_TILE);
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(
+    Avx512::NR <= MAX_NR
+        && Avx2::NR <= MAX_NR
+        && Avx512::MR * Avx512::NR <= MAX_TILE
+        && Avx2::MR * Avx2::NR <= MAX_TILE
+);
 
 /// Floats of workspace that [`gemm`] and the convolutions need for
 /// `threads` threads: one packed block of `B` per thread.
