@@ -43,11 +43,15 @@ const _: () = assert!(
 /// Floats of workspace that [`gemm`] and the convolutions need for
 /// `threads` threads: one packed block of `B` per thread.
 pub const fn workspace_len(threads: usize) -> usize {
-    threads * BUFFER
+    threads * per_thread(KC * NC)
 }
 
-/// One thread's packing buffer, with room to align it to a cache line.
-const BUFFER: usize = KC * NC + ALIGN;
+/// Floats of workspace one thread takes for `floats` of scratch: with room
+/// to start it on a cache line (see [`on_threads`]).
+pub(crate) const fn per_thread(floats: usize) -> usize {
+    floats + ALIGN
+}
+
 /// Floats in a 64-byte cache line.
 const ALIGN: usize = 16;
 
@@ -473,8 +477,6 @@ pub(crate) unsafe fn run_jobs<'a, B, F>(
     let total = count * split.per_job();
     let threads = threads.min(total);
     let work = |(thread, buffer): (usize, &mut [f32])| {
-        let aligned = buffer.as_ptr().align_offset(64).min(ALIGN);
-        let buffer = &mut buffer[aligned..aligned + KC * NC];
         let tasks = thread * total / threads..(thread + 1) * total / threads;
         // SAFETY: forwarded from the caller; `isa` is supported because packing checked it.
         unsafe {
@@ -487,23 +489,34 @@ pub(crate) unsafe fn run_jobs<'a, B, F>(
             }
         }
     };
-    on_threads(workspace, BUFFER, threads, work);
+    on_threads(workspace, KC * NC, threads, work);
 }
 
 /// Calls `work((thread, scratch))` for each of `threads` threads, each with
-/// its own `per_thread` floats of `workspace`; a single thread runs on the
-/// caller's. Allocates nothing: rayon's indexed iterators run on `join`.
-pub(crate) fn on_threads<F>(workspace: &mut [f32], per_thread: usize, threads: usize, work: F)
+/// its own `floats` of scratch from `workspace` (which holds `threads *`
+/// [`per_thread`]`(floats)`), starting on a cache line; a single thread runs
+/// on the caller's. Allocates nothing: rayon's indexed iterators run on `join`.
+pub(crate) fn on_threads<F>(workspace: &mut [f32], floats: usize, threads: usize, work: F)
 where
     F: Fn((usize, &mut [f32])) + Send + Sync,
 {
+    let aligned = |buffer: &mut [f32]| {
+        let start = buffer.as_ptr().align_offset(64).min(ALIGN);
+        start..start + floats
+    };
+    let chunk = per_thread(floats);
     if threads == 1 {
-        work((0, &mut workspace[..per_thread]));
+        let buffer = &mut workspace[..chunk];
+        let range = aligned(buffer);
+        work((0, &mut buffer[range]));
     } else {
-        workspace[..threads * per_thread]
-            .par_chunks_mut(per_thread)
+        workspace[..threads * chunk]
+            .par_chunks_mut(chunk)
             .enumerate()
-            .for_each(work);
+            .for_each(|(thread, buffer)| {
+                let range = aligned(buffer);
+                work((thread, &mut buffer[range]));
+            });
     }
 }
 

@@ -33,9 +33,6 @@ use super::micro::{Avx2, Avx512};
 use super::micro::{MicroKernel, Portable};
 use ndarray::{Array2, ArrayView4};
 
-/// Floats in a 64-byte cache line: each thread's scratch starts on one.
-const ALIGN: usize = 16;
-
 /// The block of outputs one transformed tile yields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Tile {
@@ -118,12 +115,12 @@ impl Winograd {
     fn scratch_len(&self) -> usize {
         let (mr, nr) = self.u[0].isa().tile();
         let rows = self.u[0].rows().next_multiple_of(mr);
-        self.u.len() * (self.u[0].depth() + rows) * nr + ALIGN
+        self.u.len() * (self.u[0].depth() + rows) * nr
     }
 
     /// Floats of workspace [`Winograd::forward`] needs with `threads` threads.
     pub fn workspace_len(&self, threads: usize) -> usize {
-        threads.max(1) * self.scratch_len()
+        threads.max(1) * gemm::per_thread(self.scratch_len())
     }
 
     /// `out = relu?(conv(x) + bias + residual)` for a batch; `x` is
@@ -159,8 +156,6 @@ impl Winograd {
         let threads = threads.min(blocks);
         let out = SendPtr(out.as_mut_ptr());
         let work = |(thread, scratch): (usize, &mut [f32])| {
-            let aligned = scratch.as_ptr().align_offset(64).min(ALIGN);
-            let scratch = &mut scratch[aligned..aligned + self.scratch_len() - ALIGN];
             let blocks = thread * blocks / threads..(thread + 1) * blocks / threads;
             let task = Task {
                 p,
