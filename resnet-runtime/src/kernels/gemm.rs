@@ -21,10 +21,10 @@ use std::sync::OnceLock;
 
 /// Depth of one packed block of `B` (rows of `K`).
 pub const KC: usize = 256;
-/// Most rows of `C` in one task: its `MC x KC` block of `A` stays in L2
-/// while each `KC x NR` panel of `B` is swept over it from L1.
+/// Most rows of `C` in one task.
 const MC: usize = 512;
-/// Most columns of `C` in one task: `KC x NC` packed floats stay in L2.
+/// Most columns of `C` in one task: its `KC x NC` packed block of `B` stays
+/// in L2 while each `MR x KC` panel of `A` is swept along it from L1.
 pub const NC: usize = 512;
 /// The widest tile (`NR`) of any kernel.
 pub(crate) const MAX_NR: usize = 32;
@@ -550,12 +550,16 @@ unsafe fn worker<'a, K, B, F>(
             let kc = KC.min(depth - k0);
             let (accumulate, last) = (k0 > 0, k0 + kc == depth);
             job.b.pack(k0, kc, n0, n1 - n0, K::NR, buffer);
-            for (p, j0) in (n0..n1).step_by(K::NR).enumerate() {
-                let nr = K::NR.min(n1 - j0);
-                let b = buffer[p * kc * K::NR..].as_ptr();
-                for i0 in (m0..m1).step_by(K::MR) {
-                    let mr = K::MR.min(m1 - i0);
-                    let a = job.a.panel(i0 / K::MR, k0).as_ptr();
+            // Rows outer: a panel of `A` stays in L1, and the tiles of `C`
+            // (and of the residual) go left to right along `MR` rows, streams
+            // the hardware prefetcher follows. Columns outer went down the
+            // rows, a new page each, and waited on every tile's `C`.
+            for i0 in (m0..m1).step_by(K::MR) {
+                let mr = K::MR.min(m1 - i0);
+                let a = job.a.panel(i0 / K::MR, k0).as_ptr();
+                for (p, j0) in (n0..n1).step_by(K::NR).enumerate() {
+                    let nr = K::NR.min(n1 - j0);
+                    let b = buffer[p * kc * K::NR..].as_ptr();
                     // SAFETY: `(i0, j0)` lies in this task's block of `C`, which is
                     // valid and written by this task alone (the caller's contract).
                     let c = unsafe { job.c.0.add(i0 * job.ldc + j0) };
