@@ -227,6 +227,12 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
             1 => {
                 (p.kernel, p.stride, p.in_channels, p.groups) = (3, 1, p.in_channels / p.groups, 1)
             }
+            // Patches deeper than one block of `K` (so a block starts inside
+            // a channel's taps), from rows narrower and wider than a panel.
+            2 => {
+                (p.kernel, p.padding, p.in_channels, p.groups) = (3, 1, 40, 1);
+                p.in_w = [9, 40, 70][case / 6 % 3];
+            }
             _ => {}
         }
         (p.in_h, p.in_w) = (p.in_h.max(p.kernel), p.in_w.max(p.kernel));

@@ -440,6 +440,9 @@ impl PackB for ConvB<'_> {
 /// The patch matrix of one image's group of input channels, packed on
 /// demand: row `k = (c, ky, kx)`, column `n = (oy, ox)` holds
 /// `input[c][oy * stride + ky - pad][ox * stride + kx - pad]`, zero outside.
+/// A panel copies run by run (one run per output row it crosses), or, for
+/// 3x3 and smaller kernels on output rows narrower than a panel, gathers
+/// through a table of offsets.
 #[derive(Clone, Copy)]
 struct Patches<'a> {
     input: &'a [f32],
@@ -462,6 +465,10 @@ impl PackB for Patches<'_> {
         for (j, panel) in panels.enumerate() {
             let col = n0 + j * nr;
             let width = nr.min(n0 + nc - col);
+            if kernel * kernel <= TABLE_TAPS && ow < nr {
+                self.gather_panel(k0, col, width, panel, nr);
+                continue;
+            }
             // The panel's columns, one run per output row they cross; worked
             // out once for all its rows, so the row loop divides nothing.
             let mut runs = [OutputRun::default(); MAX_RUNS];
@@ -505,10 +512,9 @@ impl PackB for Patches<'_> {
                             ((x0 + (lo * stride) as isize) as usize, &mut seg[lo..hi]);
                         match stride {
                             1 => seg.copy_from_slice(&row[from..from + seg.len()]),
-                            _ => seg
-                                .iter_mut()
-                                .enumerate()
-                                .for_each(|(t, v)| *v = row[from + t * stride]),
+                            // A constant stride lets the copy vectorise.
+                            2 => copy_strided(seg, &row[from..], 2),
+                            s => copy_strided(seg, &row[from..], s),
                         }
                     }
                 }
@@ -524,6 +530,63 @@ impl PackB for Patches<'_> {
         }
     }
 }
+
+impl Patches<'_> {
+    /// Packs one panel, columns `col..col + width`, through a table of the
+    /// offset each column reads at each kernel tap. For output rows narrower
+    /// than a panel, a row of the panel crosses several short runs, and
+    /// copying run by run costs more than the copying itself.
+    fn gather_panel(&self, k0: usize, col: usize, width: usize, panel: &mut [f32], nr: usize) {
+        let ConvParams {
+            kernel,
+            stride,
+            padding,
+            in_h,
+            in_w,
+            ..
+        } = self.params;
+        let taps = kernel * kernel;
+        // Offset of each column's input in a channel plane, per tap; past
+        // the plane (so reading it gives `None`) where it falls in the padding.
+        let mut table = [[usize::MAX; gemm::MAX_NR]; TABLE_TAPS];
+        for l in 0..width {
+            let (oy, ox) = ((col + l) / self.out_w, (col + l) % self.out_w);
+            for (t, row) in table[..taps].iter_mut().enumerate() {
+                let iy = (oy * stride + t / kernel).checked_sub(padding);
+                let ix = (ox * stride + t % kernel).checked_sub(padding);
+                let inside = (iy.filter(|&y| y < in_h), ix.filter(|&x| x < in_w));
+                if let (Some(iy), Some(ix)) = inside {
+                    row[l] = iy * in_w + ix;
+                }
+            }
+        }
+        let plane_len = in_h * in_w;
+        let (mut c, mut t) = (k0 / taps, k0 % taps);
+        for dst in panel.chunks_exact_mut(nr) {
+            let plane = &self.input[c * plane_len..][..plane_len];
+            let (real, padding) = dst.split_at_mut(width);
+            for (v, &at) in real.iter_mut().zip(&table[t]) {
+                *v = plane.get(at).copied().unwrap_or(0.0);
+            }
+            padding.fill(0.0);
+            t += 1;
+            if t == taps {
+                (t, c) = (0, c + 1);
+            }
+        }
+    }
+}
+
+/// `dst[t] = src[t * stride]`.
+#[inline(always)]
+fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+    dst.iter_mut()
+        .zip(src.iter().step_by(stride))
+        .for_each(|(v, x)| *v = *x);
+}
+
+/// Most taps a kernel packed by table has: 3x3.
+const TABLE_TAPS: usize = 9;
 
 /// Most output rows one panel of columns can cross: a panel is at most
 /// [`gemm::MAX_NR`] columns.
