@@ -23,9 +23,11 @@ use std::sync::OnceLock;
 pub const KC: usize = 256;
 /// Most rows of `C` in one task.
 const MC: usize = 512;
-/// Most columns of `C` in one task: its `KC x NC` packed block of `B` stays
-/// in L2 while each `MR x KC` panel of `A` is swept along it from L1.
-pub const NC: usize = 512;
+/// Most columns of `C` in one task: its `KC x NC` packed block of `B`
+/// (1 MiB) stays in L2 while each `MR x KC` panel of `A` is swept along it
+/// from L1. (No larger than the scratch Winograd takes for ResNet-50's
+/// 28x28 layers, so the workspace does not grow for it.)
+pub const NC: usize = 1024;
 /// The widest tile (`NR`) of any kernel.
 pub(crate) const MAX_NR: usize = 32;
 /// The largest `MR x NR` of any kernel.
