@@ -45,3 +45,36 @@ fn eight_threads_at_once_get_the_same_bits_as_one() {
         .install(|| model.forward(&x));
     assert!(single == alone, "1 thread and the default pool differ");
 }
+
+#[test]
+fn passes_sharing_a_pool_of_many_threads_finish_with_the_same_bits() {
+    // Six threads on a machine of maybe two: each pass keeps five helpers
+    // awake, and eight passes at once run on the helpers of the others.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(6)
+        .build()
+        .unwrap();
+    let model = resnet_rs::CifarResNet20::new_random(5);
+    let x = Batch::<3, 32, 32>::from_fn(2, |(n, c, h, w)| {
+        (((n * 5 + c * 31 + h * 7 + w) % 13) as f32 - 6.0) / 6.0
+    });
+    let alone = model.forward(&x);
+    let together: Vec<Logits<10>> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut workspace = Workspace::new();
+                    let mut out = Logits::zeros(2);
+                    for _ in 0..20 {
+                        pool.install(|| model.forward_with(&mut workspace, &x, &mut out));
+                    }
+                    out
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (i, logits) in together.iter().enumerate() {
+        assert!(logits == &alone, "thread {i} differs");
+    }
+}

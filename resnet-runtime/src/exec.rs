@@ -8,6 +8,8 @@ use crate::kernels::pool::{avg_pool_linear, avg_pool_linear_scratch, max_pool2d}
 use crate::layers::{Affine, ConvLayer, Linear};
 use ndarray::{ArrayView4, ArrayViewMut2, ArrayViewMut4};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// An activation in the arena: its offset in floats per image and its
 /// `[C, H, W]`.
@@ -56,7 +58,8 @@ impl Workspace {
     /// pool and sleep until it is done, about 20 µs a layer. (Handing over
     /// goes through rayon's job queue, which allocates a small block about
     /// once every 63 hand-overs: a pass run from inside a pool allocates
-    /// nothing at all.)
+    /// nothing at all.) While the pass runs, the pool's other threads stay
+    /// awake taking its work (see [`keep_busy`]).
     pub fn run<'a, R: Send>(
         &'a mut self,
         input: ArrayView4<'a, f32>,
@@ -64,10 +67,23 @@ impl Workspace {
         f: impl FnOnce(&mut Exec<'a>) -> R + Send,
     ) -> R {
         let mut exec = self.exec(input, arena_per_image);
+        let helpers = exec.threads - 1;
+        let pass = move |exec: &mut Exec<'a>| {
+            let done = AtomicBool::new(false);
+            let (out, ()) = rayon::join(
+                || {
+                    let out = f(exec);
+                    done.store(true, Ordering::Release);
+                    out
+                },
+                || keep_busy(&done, helpers),
+            );
+            out
+        };
         if rayon::current_thread_index().is_some() {
-            f(&mut exec)
+            pass(&mut exec)
         } else {
-            rayon::scope(|_| f(&mut exec))
+            rayon::scope(|_| pass(&mut exec))
         }
     }
 
@@ -90,6 +106,36 @@ impl Workspace {
         }
     }
 }
+
+/// Keeps `helpers` more threads of the pool taking work until `done`, so
+/// that each kernel's parallel section finds them awake: a rayon thread with
+/// nothing to do sleeps, and waking it costs tens of microseconds, a few
+/// percent of a batch-1 pass. A helper that finds no work for
+/// [`IDLE_LIMIT`] returns (and sleeps as usual): a helper that rayon runs
+/// inside a wait of the pass itself can then never hold the pass up.
+fn keep_busy(done: &AtomicBool, helpers: usize) {
+    if helpers == 0 {
+        return;
+    }
+    rayon::join(
+        || {
+            let mut last_work = Instant::now();
+            while !done.load(Ordering::Acquire) {
+                if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                    last_work = Instant::now();
+                } else if last_work.elapsed() > IDLE_LIMIT {
+                    return;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        },
+        || keep_busy(done, helpers - 1),
+    );
+}
+
+/// How long a helper of [`keep_busy`] waits for work before it gives up.
+const IDLE_LIMIT: Duration = Duration::from_millis(1);
 
 /// One forward pass in progress.
 pub struct Exec<'a> {
