@@ -9,6 +9,7 @@
 //! 3x3 stride-1 layers run as Winograd F(4x4, 3x3) or F(2x2, 3x3) instead
 //! ([`ConvStrategy::for_params`] says where).
 
+use super::elementwise::copy_strided;
 use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
 use super::winograd::{ConvEpilogue, Tile, Winograd};
 use ndarray::{s, Array4, ArrayView1, ArrayView4, ArrayViewMut4};
@@ -575,14 +576,6 @@ impl Patches<'_> {
             }
         }
     }
-}
-
-/// `dst[t] = src[t * stride]`.
-#[inline(always)]
-fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
-    dst.iter_mut()
-        .zip(src.iter().step_by(stride))
-        .for_each(|(v, x)| *v = *x);
 }
 
 /// Most taps a kernel packed by table has: 3x3.

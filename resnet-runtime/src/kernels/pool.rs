@@ -1,5 +1,6 @@
 //! Pooling and the classifier head.
 
+use super::elementwise::copy_strided;
 use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
 use rayon::prelude::*;
 
@@ -39,26 +40,73 @@ pub fn max_pool2d(
         let end = (o * stride + kernel - padding).min(len);
         start..end
     };
+    // The columns whose windows lie wholly inside the row go by phases
+    // (below), the rest window by window.
+    let lo = padding.div_ceil(stride).min(ow);
+    let hi = (w + padding)
+        .checked_sub(kernel)
+        .map_or(lo, |last| (last / stride + 1).clamp(lo, ow));
+    let inside = if kernel <= MAX_PHASE_TAPS {
+        lo..hi
+    } else {
+        0..0
+    };
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .for_each(|(out, plane)| {
-            for oy in 0..oh {
+            let mut phase = [0f32; PHASE_CHUNK + MAX_PHASE_TAPS];
+            for (oy, out) in out.chunks_exact_mut(ow).enumerate() {
                 let rows = window(oy, h);
-                for ox in 0..ow {
-                    let cols = window(ox, w);
-                    let mut m = f32::NEG_INFINITY;
+                out[inside.clone()].fill(f32::NEG_INFINITY);
+                // Column `ox` reads `row[ox * stride - padding + kx]`, which is
+                // phase `kx % stride` of the row at `ox + kx / stride`: each
+                // phase copied out once, its taps are contiguous runs.
+                for x0 in inside.clone().step_by(PHASE_CHUNK) {
+                    let n = PHASE_CHUNK.min(inside.end - x0);
+                    let out = &mut out[x0..x0 + n];
                     for y in rows.clone() {
-                        for &v in &plane[y * w + cols.start..y * w + cols.end] {
-                            // A comparison compiles to one max instruction;
-                            // `f32::max` adds NaN handling that costs a third
-                            // of the pool's time (a NaN is skipped either way).
-                            m = if v > m { v } else { m };
+                        let row = &plane[y * w + x0 * stride - padding..(y + 1) * w];
+                        for r in 0..stride.min(kernel) {
+                            let taps = (kernel - r).div_ceil(stride);
+                            let phase = &mut phase[..n + taps - 1];
+                            match stride {
+                                2 => copy_strided(phase, &row[r..], 2),
+                                s => copy_strided(phase, &row[r..], s),
+                            }
+                            for q in 0..taps {
+                                for (m, &v) in out.iter_mut().zip(&phase[q..]) {
+                                    *m = max(*m, v);
+                                }
+                            }
                         }
                     }
-                    out[oy * ow + ox] = m;
+                }
+                for ox in (0..ow).filter(|ox| !inside.contains(ox)) {
+                    let cols = window(ox, w);
+                    out[ox] = rows
+                        .clone()
+                        .flat_map(|y| &plane[y * w + cols.start..y * w + cols.end])
+                        .fold(f32::NEG_INFINITY, |m, &v| max(m, v));
                 }
             }
         });
+}
+
+/// Output columns one pass of [`max_pool2d`]'s phases covers.
+const PHASE_CHUNK: usize = 64;
+/// Widest window [`max_pool2d`] runs by phases.
+const MAX_PHASE_TAPS: usize = 16;
+
+/// The larger of `m` and `v`, keeping `m` when `v` is NaN. A comparison
+/// compiles to one max instruction; `f32::max` adds NaN handling that costs
+/// a third of the pool's time (a NaN is skipped either way).
+#[inline(always)]
+fn max(m: f32, v: f32) -> f32 {
+    if v > m {
+        v
+    } else {
+        m
+    }
 }
 
 /// The classifier head, fused: global average pooling then a linear layer,
