@@ -14,7 +14,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::micro::{Avx2, Avx512};
-use super::micro::{MicroKernel, Portable, TileEpilogue};
+use super::micro::{MicroKernel, Portable, TileEpilogue, THIN_PANELS};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -85,7 +85,10 @@ impl Isa {
         match self {
             Isa::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Isa::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 std::arch::is_x86_feature_detected!("avx2")
@@ -102,6 +105,17 @@ impl Isa {
             .into_iter()
             .filter(|isa| isa.is_supported())
             .collect()
+    }
+
+    /// Work of one row panel across `cols` columns, in columns (see [`row_work`]).
+    fn row_work(self, cols: usize) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => row_work::<Avx512>(cols),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => row_work::<Avx2>(cols),
+            _ => row_work::<Portable>(cols),
+        }
     }
 
     /// `(MR, NR)` of this instruction set's micro-kernel.
@@ -195,8 +209,18 @@ impl PackedWeights {
 
     /// Panel `p` from depth `k0` on.
     pub(crate) fn panel(&self, p: usize, k0: usize) -> &[f32] {
-        let mr = self.isa.tile().0;
-        &self.data[p * mr * self.k + k0 * mr..(p + 1) * mr * self.k]
+        &self.panels(p, k0)[..self.panel_len() - k0 * self.isa.tile().0]
+    }
+
+    /// Panels `p..` from depth `k0` on: panel `p + q` starts `q *`
+    /// [`PackedWeights::panel_len`] floats in.
+    pub(crate) fn panels(&self, p: usize, k0: usize) -> &[f32] {
+        &self.data[p * self.panel_len() + k0 * self.isa.tile().0..]
+    }
+
+    /// Floats in one panel.
+    pub(crate) fn panel_len(&self) -> usize {
+        self.isa.tile().0 * self.k
     }
 }
 
@@ -402,14 +426,15 @@ impl Split {
             cut(wanted(1), false),
         ]
         .into_iter()
-        .min_by_key(|split| split.busiest(jobs, (mr, nr), threads))
+        .min_by_key(|split| split.busiest(jobs, isa, threads))
         .expect("four candidates")
     }
 
-    /// Work of the busiest thread: for each of its tasks, the row panels
-    /// times the column panels it multiplies, plus packing its column panels
-    /// (counted as two row panels' worth).
-    fn busiest(&self, jobs: usize, (mr, nr): (usize, usize), threads: usize) -> usize {
+    /// Work of the busiest thread: for each of its tasks, its row panels
+    /// times their work across its columns ([`row_work`]), plus packing its
+    /// columns (counted as two whole row panels' worth).
+    fn busiest(&self, jobs: usize, isa: Isa, threads: usize) -> usize {
+        let (mr, nr) = isa.tile();
         let total = jobs * self.per_job();
         let threads = threads.min(total).max(1);
         (0..threads)
@@ -417,8 +442,8 @@ impl Split {
                 (thread * total / threads..(thread + 1) * total / threads)
                     .map(|t| {
                         let (_, (r0, r1), (c0, c1)) = self.task(t);
-                        let (rows, cols) = ((r1 - r0).div_ceil(mr), (c1 - c0).div_ceil(nr));
-                        (rows + 2) * cols
+                        let rows = (r1 - r0).div_ceil(mr);
+                        rows * isa.row_work(c1 - c0) + 2 * (c1 - c0).next_multiple_of(nr)
                     })
                     .sum::<usize>()
             })
@@ -556,11 +581,12 @@ unsafe fn worker<'a, K, B, F>(
             // (and of the residual) go left to right along `MR` rows, streams
             // the hardware prefetcher follows. Columns outer went down the
             // rows, a new page each, and waited on every tile's `C`.
+            let tiled = n1 - thin_columns::<K>(n1 - n0);
             for i0 in (m0..m1).step_by(K::MR) {
                 let mr = K::MR.min(m1 - i0);
                 let a = job.a.panel(i0 / K::MR, k0).as_ptr();
-                for (p, j0) in (n0..n1).step_by(K::NR).enumerate() {
-                    let nr = K::NR.min(n1 - j0);
+                for (p, j0) in (n0..tiled).step_by(K::NR).enumerate() {
+                    let nr = K::NR.min(tiled - j0);
                     let b = buffer[p * kc * K::NR..].as_ptr();
                     // SAFETY: `(i0, j0)` lies in this task's block of `C`, which is
                     // valid and written by this task alone (the caller's contract).
@@ -596,8 +622,53 @@ unsafe fn worker<'a, K, B, F>(
                     }
                 }
             }
+            if tiled < n1 {
+                let (panel, lane) = ((tiled - n0) / K::NR, (tiled - n0) % K::NR);
+                let b = buffer[panel * kc * K::NR + lane..].as_ptr();
+                for i0 in (m0..m1).step_by(THIN_PANELS * K::MR) {
+                    let rows = (THIN_PANELS * K::MR).min(m1 - i0);
+                    let a = job.a.panels(i0 / K::MR, k0).as_ptr();
+                    let (cols, panel_len) = (n1 - tiled, job.a.panel_len());
+                    // SAFETY: as for the tiles: this task's block of `C` from
+                    // `(i0, tiled)`, `rows x cols`, is valid and its own; the
+                    // packed panels hold `kc` steps, the weights `rows` rows.
+                    unsafe {
+                        let c = job.c.0.add(i0 * job.ldc + tiled);
+                        K::run_thin(kc, a, panel_len, b, cols, c, job.ldc, rows, accumulate);
+                        if last {
+                            job.epilogue.apply(i0, rows, tiled, cols, c, job.ldc);
+                        }
+                    }
+                }
+            }
         }
     }
+}
+
+/// Columns at the end of a block of `cols` that go to the kernel's
+/// [`MicroKernel::run_thin`]: what is left past the last whole half tile,
+/// when that is at most [`MicroKernel::THIN`] columns. So 49 columns (a
+/// 7x7 image) are a tile, a half tile and one thin column, not two tiles.
+fn thin_columns<K: MicroKernel>(cols: usize) -> usize {
+    let left = cols % K::NR % (K::NR / 2);
+    if left <= K::THIN {
+        left
+    } else {
+        0
+    }
+}
+
+/// Work of one row panel across `cols` columns, in columns: whole tiles,
+/// then a half tile where the kernel has them, then one per thin column.
+fn row_work<K: MicroKernel>(cols: usize) -> usize {
+    let thin = thin_columns::<K>(cols);
+    let (whole, left) = ((cols - thin) / K::NR, (cols - thin) % K::NR);
+    let last = match left {
+        0 => 0,
+        _ if K::HALF_TILES && left <= K::NR / 2 => K::NR / 2,
+        _ => K::NR,
+    };
+    whole * K::NR + last + thin
 }
 
 /// `C = epilogue(A · B)` for a row-major `B` (`K x N`) and `C` (`M x N`),

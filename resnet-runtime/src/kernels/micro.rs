@@ -14,6 +14,13 @@
 //! mask them), so the last, partial tile of a row needs no copy.
 //! `a` is an `MR`-row panel of the packed weights and `b` an `NR`-column
 //! panel of the packed activations (see `gemm.rs`).
+//!
+//! A row of tiles rarely ends on a whole tile: a 7x7 image is 49 columns,
+//! which two 32-column tiles would cover with 15 columns of padding. So the
+//! AVX-512 kernel runs a tile of at most 16 columns on half its registers,
+//! at half the cost, and the last few columns of a row go through
+//! [`MicroKernel::run_thin`], one column across several row panels at once.
+//! 49 columns cost 32 + 16 + 1, not 64.
 
 /// A full tile's epilogue, as raw pointers into the caller's slices.
 #[derive(Clone, Copy, Debug)]
@@ -83,7 +90,58 @@ pub(crate) trait MicroKernel {
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     );
+
+    /// Whether a tile of at most `NR / 2` columns costs half a tile.
+    const HALF_TILES: bool = false;
+
+    /// Widest remainder of a row of tiles, in columns, that goes to
+    /// [`MicroKernel::run_thin`] rather than to a tile (0: none does).
+    const THIN: usize = 0;
+
+    /// Computes `cols` (`1..=THIN`) whole columns of `C` for `rows` rows
+    /// (`1..=THIN_PANELS * MR`), one column at a time across the row panels
+    /// at once: a column costs a multiply-add per row panel and step, where
+    /// even half a tile costs eight. Writes `c[i * ldc + j] = (accumulate ?
+    /// c[i * ldc + j] : 0) + sum over k < kc of a[(i / MR) * panel_len + k *
+    /// MR + i % MR] * b[k * NR + j]`, `k` ascending; no epilogue.
+    ///
+    /// # Safety
+    /// `a` must be valid for reads of `rows.div_ceil(MR)` panels of `kc * MR`
+    /// floats at stride `panel_len`, `b` for `kc * NR` reads, `c` for reads
+    /// and writes of `rows` rows of `cols` elements at stride `ldc`; the CPU
+    /// must support the kernel's instruction set.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_thin(
+        kc: usize,
+        a: *const f32,
+        panel_len: usize,
+        b: *const f32,
+        cols: usize,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        accumulate: bool,
+    ) {
+        for j in 0..cols {
+            for i in 0..rows {
+                let a = a.wrapping_add(i / Self::MR * panel_len + i % Self::MR);
+                let mut sum = 0f32;
+                for k in 0..kc {
+                    // SAFETY: `k < kc` and `i < rows`: inside the panels (the caller's contract).
+                    sum += unsafe { *a.add(k * Self::MR) * *b.add(k * Self::NR + j) };
+                }
+                // SAFETY: `(i, j)` lies in the caller's `rows x cols` block.
+                unsafe {
+                    let out = c.add(i * ldc + j);
+                    *out = if accumulate { *out + sum } else { sum };
+                }
+            }
+        }
+    }
 }
+
+/// Most row panels one call of [`MicroKernel::run_thin`] takes.
+pub(crate) const THIN_PANELS: usize = 8;
 
 /// Plain Rust, any CPU: the reference every SIMD kernel is tested against.
 pub(crate) struct Portable;
@@ -91,6 +149,7 @@ pub(crate) struct Portable;
 impl MicroKernel for Portable {
     const MR: usize = 4;
     const NR: usize = 16;
+    const THIN: usize = 3;
 
     unsafe fn run(
         kc: usize,
@@ -152,12 +211,15 @@ mod x86 {
     use super::{MicroKernel, TileEpilogue};
     use std::arch::x86_64::*;
 
-    /// AVX-512F: 8 rows x 32 columns, 16 zmm accumulators.
+    /// AVX-512F: 8 rows x 32 columns, 16 zmm accumulators (8 for a tile of
+    /// at most 16 columns); thin columns 8 rows a ymm accumulator.
     pub(crate) struct Avx512;
 
     impl MicroKernel for Avx512 {
         const MR: usize = 8;
         const NR: usize = 32;
+        const HALF_TILES: bool = true;
+        const THIN: usize = 7;
 
         unsafe fn run(
             kc: usize,
@@ -171,6 +233,88 @@ mod x86 {
         ) {
             // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
             unsafe { avx512_8x32(kc, a, b, c, ldc, cols, accumulate, epilogue) }
+        }
+
+        unsafe fn run_thin(
+            kc: usize,
+            a: *const f32,
+            panel_len: usize,
+            b: *const f32,
+            cols: usize,
+            c: *mut f32,
+            ldc: usize,
+            rows: usize,
+            accumulate: bool,
+        ) {
+            let thin = Thin {
+                kc,
+                a,
+                panel_len,
+                b,
+                c,
+                ldc,
+                rows,
+                accumulate,
+            };
+            for j in 0..cols {
+                // SAFETY: the caller guarantees the CPU and the extents; `j < cols`.
+                unsafe {
+                    match rows.div_ceil(8) {
+                        1 => avx512_column::<1>(&thin, j),
+                        2 => avx512_column::<2>(&thin, j),
+                        3 => avx512_column::<3>(&thin, j),
+                        4 => avx512_column::<4>(&thin, j),
+                        5 => avx512_column::<5>(&thin, j),
+                        6 => avx512_column::<6>(&thin, j),
+                        7 => avx512_column::<7>(&thin, j),
+                        _ => avx512_column::<8>(&thin, j),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The arguments of one [`MicroKernel::run_thin`] call.
+    struct Thin {
+        kc: usize,
+        a: *const f32,
+        panel_len: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        accumulate: bool,
+    }
+
+    /// Column `j` of a thin block across `P` row panels of 8, one 8-lane
+    /// accumulator each, so `P` multiply-adds are in flight per step.
+    ///
+    /// # Safety
+    /// As [`MicroKernel::run_thin`], with `P == rows.div_ceil(8)` and `j < cols`.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn avx512_column<const P: usize>(t: &Thin, j: usize) {
+        let mut acc = [_mm256_setzero_ps(); P];
+        for k in 0..t.kc {
+            // SAFETY: `k < kc` and `p < P`: inside `b`'s panel and `a`'s `P` panels.
+            unsafe {
+                let bk = _mm256_set1_ps(*t.b.add(k * 32 + j));
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm256_loadu_ps(t.a.add(p * t.panel_len + k * 8));
+                    *acc = _mm256_fmadd_ps(a, bk, *acc);
+                }
+            }
+        }
+        let mut sums = [[0f32; 8]; P];
+        for (sums, acc) in sums.iter_mut().zip(acc) {
+            // SAFETY: `sums` holds 8 floats.
+            unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), acc) };
+        }
+        for (i, &sum) in sums.as_flattened().iter().take(t.rows).enumerate() {
+            // SAFETY: `(i, j)` lies in the caller's `rows x cols` block.
+            unsafe {
+                let out = t.c.add(i * t.ldc + j);
+                *out = if t.accumulate { *out + sum } else { sum };
+            }
         }
     }
 
@@ -187,24 +331,13 @@ mod x86 {
         epilogue: Option<&TileEpilogue>,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; 8];
-        for k in 0..kc {
-            // SAFETY: `k < kc`, so these reads stay inside the panels of `kc * 32` and `kc * 8` floats.
-            unsafe {
-                // At small batches each weight is used for only a few panels
-                // of columns, so the panel streams from memory: ask for it
-                // 128 steps (4 KiB) ahead, a cache line every other step. A
-                // prefetch never faults, so passing the panel's end is harmless.
-                if k % 2 == 0 {
-                    _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((k + 128) * 8).cast());
-                }
-                let b0 = _mm512_loadu_ps(b.add(k * 32));
-                let b1 = _mm512_loadu_ps(b.add(k * 32 + 16));
-                let a = a.add(k * 8);
-                for (i, row) in acc.iter_mut().enumerate() {
-                    let ai = _mm512_set1_ps(*a.add(i));
-                    row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                    row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-                }
+        // A tile of at most 16 columns needs only its first half: half the FMAs.
+        // SAFETY: the caller's extents, as `avx512_steps` requires.
+        unsafe {
+            if cols <= 16 {
+                avx512_steps::<1>(kc, a, b, &mut acc);
+            } else {
+                avx512_steps::<2>(kc, a, b, &mut acc);
             }
         }
         // Lanes of the two halves that hold one of the first `cols` columns;
@@ -235,6 +368,44 @@ mod x86 {
                 }
                 _mm512_mask_storeu_ps(out, m0, lo);
                 _mm512_mask_storeu_ps(out.add(16), m1, hi);
+            }
+        }
+    }
+
+    /// `acc[i][h] += a[k * 8 + i] * b[k * 32 + 16 h ..][..16]` for `k < kc`
+    /// in ascending order, for the first `H` halves of the tile.
+    ///
+    /// # Safety
+    /// `a` is valid for `kc * 8` reads and `b` for `kc * 32`; the CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn avx512_steps<const H: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        acc: &mut [[__m512; 2]; 8],
+    ) {
+        for k in 0..kc {
+            // SAFETY: `k < kc`, so these reads stay inside the panels of `kc * 32` and `kc * 8` floats.
+            unsafe {
+                // At small batches each weight is used for only a few panels
+                // of columns, so the panel streams from memory: ask for it
+                // 128 steps (4 KiB) ahead, a cache line every other step. A
+                // prefetch never faults, so passing the panel's end is harmless.
+                if k % 2 == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((k + 128) * 8).cast());
+                }
+                let mut bh = [_mm512_setzero_ps(); 2];
+                for (h, bh) in bh.iter_mut().enumerate().take(H) {
+                    *bh = _mm512_loadu_ps(b.add(k * 32 + 16 * h));
+                }
+                let a = a.add(k * 8);
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = _mm512_set1_ps(*a.add(i));
+                    for h in 0..H {
+                        row[h] = _mm512_fmadd_ps(ai, bh[h], row[h]);
+                    }
+                }
             }
         }
     }
