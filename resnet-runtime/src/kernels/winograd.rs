@@ -209,7 +209,8 @@ impl Winograd {
         let (v, m) = scratch.split_at_mut(positions * cin * K::NR);
         for block in blocks {
             let first = block * K::NR;
-            let runs = || Runs::new(first, K::NR.min(tiles - first), tw);
+            let width = K::NR.min(tiles - first);
+            let runs = || Runs::new(first, width, tw);
 
             // V[ξ]: one `in x NR` panel per position, row `c` at `c * NR`.
             for run in runs() {
@@ -234,8 +235,10 @@ impl Winograd {
                     let c = m[(panel * K::MR * positions + xi) * K::NR..].as_mut_ptr();
                     // SAFETY: the panels hold `cin` steps of `MR` and `NR` values;
                     // `m` holds `MR` rows at stride `positions * NR` from `c` (its rows are
-                    // rounded up to whole panels); the caller vouches for the CPU.
-                    unsafe { K::run(cin, a, b, c, positions * K::NR, K::NR, false, None) };
+                    // rounded up to whole panels); the caller vouches for the CPU. Only
+                    // the block's `width` tiles are multiplied: a short last block
+                    // costs less.
+                    unsafe { K::run(cin, a, b, c, positions * K::NR, width, false, None) };
                 }
             }
 
