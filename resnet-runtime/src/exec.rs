@@ -95,7 +95,7 @@ impl Workspace {
     pub fn exec<'a>(&'a mut self, input: ArrayView4<'a, f32>, arena_per_image: usize) -> Exec<'a> {
         let n = input.dim().0;
         if self.arena.len() < arena_per_image * n {
-            self.arena.resize(arena_per_image * n, 0.0);
+            self.arena = grown(arena_per_image * n);
         }
         let threads = rayon::current_num_threads();
         Exec {
@@ -106,6 +106,13 @@ impl Workspace {
             threads,
         }
     }
+}
+
+/// A fresh buffer of `len` zeros, to replace one that is too short: its
+/// contents need no keeping, and dropping the old buffer before the new one
+/// is touched keeps the two from adding up in the peak resident set.
+fn grown(len: usize) -> Vec<f32> {
+    vec![0.0; len]
 }
 
 /// Keeps `helpers` more threads of the pool taking work until `done`, so
@@ -220,7 +227,7 @@ impl Exec<'_> {
         let threads = self.threads;
         let need = layer.conv().workspace_len(threads);
         if self.scratch.len() < need {
-            self.scratch.resize(need, 0.0);
+            *self.scratch = grown(need);
         }
         // The scratch is not part of the arena, so it can be borrowed alongside.
         let mut scratch = std::mem::take(self.scratch);
@@ -255,7 +262,7 @@ impl Exec<'_> {
         let (classes, channels) = fc.weight.dim();
         let need = avg_pool_linear_scratch(n, channels, classes);
         if self.scratch.len() < need {
-            self.scratch.resize(need, 0.0);
+            *self.scratch = grown(need);
         }
         let input = match src {
             Src::Input => self.input.view(),
