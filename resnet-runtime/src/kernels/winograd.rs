@@ -215,16 +215,18 @@ impl Winograd {
             // V[ξ]: one `in x NR` panel per position, row `c` at `c * NR`.
             for run in runs() {
                 let image = run.row / th;
-                for c in 0..cin {
-                    let plane = &x[(image * cin + c) * p.in_h * p.in_w..][..p.in_h * p.in_w];
-                    let dst = &mut v[c * K::NR..];
-                    let ty = run.row % th;
-                    let transform = match self.tile {
-                        Tile::F2 => transform_input_tiles,
-                        Tile::F4 => transform_input_tiles_f4,
-                    };
-                    transform(plane, p, ty, run.tx, run.len, dst, cin * K::NR, run.at);
-                }
+                let plane = p.in_h * p.in_w;
+                let planes = &x[image * cin * plane..][..cin * plane];
+                let to = Dest {
+                    channel_step: K::NR,
+                    stride: cin * K::NR,
+                    at: run.at,
+                };
+                let transform = match self.tile {
+                    Tile::F2 => transform_input_tiles,
+                    Tile::F4 => transform_input_tiles_f4,
+                };
+                transform(planes, p, (run.row % th, run.tx, run.len), v, to);
             }
 
             // M[ξ] = U[ξ] · V[ξ], row `o` of position `ξ` at `m[(o * positions + ξ) NR]`.
@@ -366,83 +368,90 @@ impl OutputEpilogue<'_> {
     }
 }
 
-/// Tiles transformed together: small enough for stack arrays that cost
-/// nothing to clear.
+/// Tiles transformed together: small enough for stack arrays, which are
+/// cleared once per run of tiles and then serve all its input channels.
 const BLOCK: usize = 32;
 
-/// `V = B^T d B` for tiles `t0 .. t0 + nt` (`nt <= BLOCK`) of tile row `ty`
-/// of one input channel `plane`, into `block` (position `ξ` at
-/// `ξ * stride`, from column `at`). Tile `t` reads padded columns
-/// `2t .. 2t + 4`: even columns `e[t]`, `e[t + 1]` and odd ones `o[t]`,
-/// `o[t + 1]`; split that way, every step is a loop over `t` that vectorises.
-#[allow(clippy::too_many_arguments)]
-fn transform_input_tiles(
-    plane: &[f32],
-    p: &ConvParams,
-    ty: usize,
-    t0: usize,
-    nt: usize,
-    block: &mut [f32],
+/// Where one run of tiles' transforms go: `V` of input channel `c` at
+/// `c * channel_step` of `block`, position `ξ` at `ξ * stride`, from column `at`.
+#[derive(Clone, Copy)]
+struct Dest {
+    channel_step: usize,
     stride: usize,
     at: usize,
+}
+
+/// `V = B^T d B` for tiles `t0 .. t0 + nt` (`nt <= BLOCK`) of tile row `ty`
+/// of every input channel in `planes` (`[in, H, W]`), into `block` as `to`
+/// says. Tile `t` reads padded columns `2t .. 2t + 4`: even columns `e[t]`,
+/// `e[t + 1]` and odd ones `o[t]`, `o[t + 1]`; split that way, every step
+/// is a loop over `t` that vectorises.
+fn transform_input_tiles(
+    planes: &[f32],
+    p: &ConvParams,
+    (ty, t0, nt): (usize, usize, usize),
+    block: &mut [f32],
+    to: Dest,
 ) {
     let (h, w, pad) = (p.in_h, p.in_w, p.padding as isize);
     let n = nt + 1;
+    // Padded columns 2 t0 .. 2 t0 + 2n are input columns from x0 = 2 t0 - pad;
+    // rows and columns in the padding stay zero for every channel.
+    let x0 = (2 * t0) as isize - pad;
+    let lo = (-x0).clamp(0, 2 * n as isize) as usize;
+    let hi = (w as isize - x0).clamp(lo as isize, 2 * n as isize) as usize;
+    let rows: [Option<usize>; 4] = std::array::from_fn(|i| {
+        let iy = (2 * ty + i) as isize - pad;
+        (0..h as isize).contains(&iy).then_some(iy as usize)
+    });
+    let mut padded = [0f32; 2 * BLOCK + 2];
     let mut even = [[0f32; BLOCK + 1]; 4];
     let mut odd = [[0f32; BLOCK + 1]; 4];
-    for i in 0..4 {
-        let iy = (2 * ty + i) as isize - pad;
-        if iy < 0 || iy >= h as isize {
-            continue;
+    let (mut re, mut ro) = ([[0f32; BLOCK + 1]; 4], [[0f32; BLOCK + 1]; 4]);
+    for (c, plane) in planes.chunks_exact(h * w).enumerate() {
+        for (i, iy) in rows.iter().enumerate() {
+            let Some(iy) = iy else { continue };
+            if hi > lo {
+                let from = (iy * w) as isize + x0 + lo as isize;
+                padded[lo..hi].copy_from_slice(&plane[from as usize..][..hi - lo]);
+            }
+            for ((e, o), pair) in even[i][..n]
+                .iter_mut()
+                .zip(&mut odd[i][..n])
+                .zip(padded.chunks_exact(2))
+            {
+                (*e, *o) = (pair[0], pair[1]);
+            }
         }
-        // Padded columns 2 t0 .. 2 t0 + 2n are input columns from x0 = 2 t0 - pad.
-        let src = &plane[iy as usize * w..][..w];
-        let mut padded = [0f32; 2 * BLOCK + 2];
-        let x0 = (2 * t0) as isize - pad;
-        let lo = (-x0).clamp(0, 2 * n as isize) as usize;
-        let hi = (w as isize - x0).clamp(lo as isize, 2 * n as isize) as usize;
-        if hi > lo {
-            let from = (x0 + lo as isize) as usize;
-            padded[lo..hi].copy_from_slice(&src[from..from + hi - lo]);
+        // B^T d, down the rows: (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
+        for (d, r) in [(&even, &mut re), (&odd, &mut ro)] {
+            for t in 0..n {
+                r[0][t] = d[0][t] - d[2][t];
+                r[1][t] = d[1][t] + d[2][t];
+                r[2][t] = d[2][t] - d[1][t];
+                r[3][t] = d[1][t] - d[3][t];
+            }
         }
-        for ((e, o), pair) in even[i][..n]
-            .iter_mut()
-            .zip(&mut odd[i][..n])
-            .zip(padded.chunks_exact(2))
-        {
-            (*e, *o) = (pair[0], pair[1]);
-        }
-    }
-    // B^T d, down the rows: (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
-    let rows = |d: &[[f32; BLOCK + 1]; 4]| {
-        let mut r = [[0f32; BLOCK + 1]; 4];
-        for t in 0..n {
-            r[0][t] = d[0][t] - d[2][t];
-            r[1][t] = d[1][t] + d[2][t];
-            r[2][t] = d[2][t] - d[1][t];
-            r[3][t] = d[1][t] - d[3][t];
-        }
-        r
-    };
-    let (re, ro) = (rows(&even), rows(&odd));
-    // (B^T d) B, across the columns (c0, c1, c2, c3) = (e[t], o[t], e[t + 1], o[t + 1]).
-    for k in 0..4 {
-        let (c0, c1, c2, c3) = (&re[k][..nt], &ro[k][..nt], &re[k][1..n], &ro[k][1..n]);
-        let out = column(block, stride, k * 4, at, nt);
-        for t in 0..nt {
-            out[t] = c0[t] - c2[t];
-        }
-        let out = column(block, stride, k * 4 + 1, at, nt);
-        for t in 0..nt {
-            out[t] = c1[t] + c2[t];
-        }
-        let out = column(block, stride, k * 4 + 2, at, nt);
-        for t in 0..nt {
-            out[t] = c2[t] - c1[t];
-        }
-        let out = column(block, stride, k * 4 + 3, at, nt);
-        for t in 0..nt {
-            out[t] = c1[t] - c3[t];
+        // (B^T d) B, across the columns (c0, c1, c2, c3) = (e[t], o[t], e[t + 1], o[t + 1]).
+        let block = &mut block[c * to.channel_step..];
+        for k in 0..4 {
+            let (c0, c1, c2, c3) = (&re[k][..nt], &ro[k][..nt], &re[k][1..n], &ro[k][1..n]);
+            let out = column(block, to.stride, k * 4, to.at, nt);
+            for t in 0..nt {
+                out[t] = c0[t] - c2[t];
+            }
+            let out = column(block, to.stride, k * 4 + 1, to.at, nt);
+            for t in 0..nt {
+                out[t] = c1[t] + c2[t];
+            }
+            let out = column(block, to.stride, k * 4 + 2, to.at, nt);
+            for t in 0..nt {
+                out[t] = c2[t] - c1[t];
+            }
+            let out = column(block, to.stride, k * 4 + 3, to.at, nt);
+            for t in 0..nt {
+                out[t] = c1[t] - c3[t];
+            }
         }
     }
 }
@@ -512,51 +521,52 @@ fn transform_output_run(
 ///       | 0  2 -1 -2  1  0 |
 ///       | 0  4  0 -5  0  1 |
 /// ```
-#[allow(clippy::too_many_arguments)]
 fn transform_input_tiles_f4(
-    plane: &[f32],
+    planes: &[f32],
     p: &ConvParams,
-    ty: usize,
-    t0: usize,
-    nt: usize,
+    (ty, t0, nt): (usize, usize, usize),
     block: &mut [f32],
-    stride: usize,
-    at: usize,
+    to: Dest,
 ) {
     let (h, w, pad) = (p.in_h as isize, p.in_w as isize, p.padding as isize);
-    // Padded columns 4 t0 .. 4 t0 + width are input columns from x0.
+    // Padded columns 4 t0 .. 4 t0 + width are input columns from x0; rows
+    // and columns in the padding stay zero for every channel.
     let width = 4 * nt + 2;
     let x0 = (4 * t0) as isize - pad;
     let lo = (-x0).clamp(0, width as isize);
     let hi = (w - x0).clamp(lo, width as isize);
     let mut d = [[0f32; 4 * BLOCK + 2]; 6];
-    for (i, row) in d.iter_mut().enumerate() {
-        let iy = (4 * ty + i) as isize - pad;
-        if (0..h).contains(&iy) && hi > lo {
-            let from = (iy * w + x0 + lo) as usize;
-            row[lo as usize..hi as usize].copy_from_slice(&plane[from..][..(hi - lo) as usize]);
-        }
-    }
-    // B^T d, down the rows.
     let mut r = [[0f32; 4 * BLOCK + 2]; 6];
-    for x in 0..width {
-        let column = [d[0][x], d[1][x], d[2][x], d[3][x], d[4][x], d[5][x]];
-        r[0][x] = bt::<0>(column);
-        r[1][x] = bt::<1>(column);
-        r[2][x] = bt::<2>(column);
-        r[3][x] = bt::<3>(column);
-        r[4][x] = bt::<4>(column);
-        r[5][x] = bt::<5>(column);
-    }
-    // (B^T d) B, across the columns, written straight into each position.
-    for (k, r) in r.iter().enumerate() {
-        let r = &r[..4 * nt + 2];
-        bt_across::<0>(r, column(block, stride, 6 * k, at, nt));
-        bt_across::<1>(r, column(block, stride, 6 * k + 1, at, nt));
-        bt_across::<2>(r, column(block, stride, 6 * k + 2, at, nt));
-        bt_across::<3>(r, column(block, stride, 6 * k + 3, at, nt));
-        bt_across::<4>(r, column(block, stride, 6 * k + 4, at, nt));
-        bt_across::<5>(r, column(block, stride, 6 * k + 5, at, nt));
+    for (c, plane) in planes.chunks_exact((h * w) as usize).enumerate() {
+        for (i, row) in d.iter_mut().enumerate() {
+            let iy = (4 * ty + i) as isize - pad;
+            if (0..h).contains(&iy) && hi > lo {
+                let from = (iy * w + x0 + lo) as usize;
+                row[lo as usize..hi as usize].copy_from_slice(&plane[from..][..(hi - lo) as usize]);
+            }
+        }
+        // B^T d, down the rows.
+        for x in 0..width {
+            let column = [d[0][x], d[1][x], d[2][x], d[3][x], d[4][x], d[5][x]];
+            r[0][x] = bt::<0>(column);
+            r[1][x] = bt::<1>(column);
+            r[2][x] = bt::<2>(column);
+            r[3][x] = bt::<3>(column);
+            r[4][x] = bt::<4>(column);
+            r[5][x] = bt::<5>(column);
+        }
+        // (B^T d) B, across the columns, written straight into each position.
+        let block = &mut block[c * to.channel_step..];
+        for (k, r) in r.iter().enumerate() {
+            let r = &r[..width];
+            let (stride, at) = (to.stride, to.at);
+            bt_across::<0>(r, column(block, stride, 6 * k, at, nt));
+            bt_across::<1>(r, column(block, stride, 6 * k + 1, at, nt));
+            bt_across::<2>(r, column(block, stride, 6 * k + 2, at, nt));
+            bt_across::<3>(r, column(block, stride, 6 * k + 3, at, nt));
+            bt_across::<4>(r, column(block, stride, 6 * k + 4, at, nt));
+            bt_across::<5>(r, column(block, stride, 6 * k + 5, at, nt));
+        }
     }
 }
 
