@@ -207,6 +207,7 @@ impl Winograd {
         let (cin, cout) = (p.in_channels, p.out_channels);
         let positions = self.u.len();
         let (v, m) = scratch.split_at_mut(positions * cin * K::NR);
+        let mut work = OutputWork::default();
         for block in blocks {
             let first = block * K::NR;
             let width = K::NR.min(tiles - first);
@@ -269,7 +270,17 @@ impl Winograd {
                         Tile::F2 => transform_output_run,
                         Tile::F4 => transform_output_run_f4,
                     };
-                    transform(block, K::NR, &run, run.row % th, (oh, ow), plane, &epilogue);
+                    let ty = run.row % th;
+                    transform(
+                        &mut work,
+                        block,
+                        K::NR,
+                        &run,
+                        ty,
+                        (oh, ow),
+                        plane,
+                        &epilogue,
+                    );
                 }
             }
         }
@@ -461,10 +472,30 @@ fn column(block: &mut [f32], stride: usize, xi: usize, at: usize, n: usize) -> &
     &mut block[xi * stride + at..][..n]
 }
 
+/// Stack space for the output transforms, cleared once for a thread's
+/// blocks rather than for each channel's run of tiles.
+struct OutputWork {
+    /// `A^T M`, by column and row of the tile.
+    s: [[[f32; BLOCK]; 4]; 6],
+    /// One output row of a run.
+    y: [f32; 4 * BLOCK],
+}
+
+impl Default for OutputWork {
+    fn default() -> Self {
+        OutputWork {
+            s: [[[0.0; BLOCK]; 4]; 6],
+            y: [0.0; 4 * BLOCK],
+        }
+    }
+}
+
 /// Transforms one run of tiles of one output channel from `block`
 /// (position `ξ` at `ξ * stride`) into `plane` (`oh x ow`, tile row `ty`):
 /// `Y = A^T M A`, then the epilogue.
+#[allow(clippy::too_many_arguments)]
 fn transform_output_run(
+    work: &mut OutputWork,
     block: &[f32],
     stride: usize,
     run: &Run,
@@ -477,8 +508,7 @@ fn transform_output_run(
         let nt = BLOCK.min(run.len - t0);
         let m = |xi: usize| &block[xi * stride + run.at + t0..][..nt];
         // A^T M, down the rows: s[0][j] = m0j + m1j + m2j, s[1][j] = m1j - m2j - m3j.
-        let mut s = [[[0f32; BLOCK]; 4]; 2];
-        let [s0, s1] = &mut s;
+        let [s0, s1, ..] = &mut work.s;
         for (j, (s0, s1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
             let (a, b, c, d) = (m(j), m(4 + j), m(8 + j), m(12 + j));
             for t in 0..nt {
@@ -488,7 +518,7 @@ fn transform_output_run(
         }
         // Output columns 2 (tx + t0) .. 2 (tx + t0 + nt), clipped to the plane.
         let (x0, x1) = (2 * (run.tx + t0), (2 * (run.tx + t0 + nt)).min(ow));
-        for (i, [a, b, c, d]) in s.iter().enumerate() {
+        for (i, [a, b, c, d]) in work.s[..2].iter().enumerate() {
             let oy = 2 * ty + i;
             if oy >= oh {
                 continue;
@@ -611,7 +641,9 @@ fn bt_across<const J: usize>(r: &[f32], out: &mut [f32]) {
 ///       | 0  1  1  4  4  0 |
 ///       | 0  1 -1  8 -8  1 |
 /// ```
+#[allow(clippy::too_many_arguments)]
 fn transform_output_run_f4(
+    work: &mut OutputWork,
     block: &[f32],
     stride: usize,
     run: &Run,
@@ -624,7 +656,7 @@ fn transform_output_run_f4(
         let nt = BLOCK.min(run.len - t0);
         let m = |xi: usize| &block[xi * stride + run.at + t0..][..nt];
         // A^T M, down the rows: s[j][i] is row i of column j.
-        let mut s = [[[0f32; BLOCK]; 4]; 6];
+        let s = &mut work.s;
         for (j, [s0, s1, s2, s3]) in s.iter_mut().enumerate() {
             let [m0, m1, m2, m3, m4, m5] = [0, 6, 12, 18, 24, 30].map(|row| m(row + j));
             for t in 0..nt {
@@ -644,7 +676,7 @@ fn transform_output_run_f4(
                 continue;
             }
             // (A^T M) A, across the columns, the same combinations.
-            let mut y = [0f32; 4 * BLOCK];
+            let y = &mut work.y;
             for (t, y) in y[..4 * nt].chunks_exact_mut(4).enumerate() {
                 let row = [a0[t], a1[t], a2[t], a3[t], a4[t], a5[t]];
                 let b = epilogue.bias;
