@@ -19,20 +19,13 @@ fn eight_threads_at_once_get_the_same_bits_as_one() {
         (((c * 31 + h * 7 + w) % 11) as f32 - 5.0) / 5.0
     });
     let alone = model.forward(&x);
-    let together: Vec<Logits<1000>> = std::thread::scope(|s| {
-        let runs: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut workspace = Workspace::new();
-                    let mut out = Logits::zeros(1);
-                    for _ in 0..2 {
-                        model.forward_with(&mut workspace, &x, &mut out);
-                    }
-                    out
-                })
-            })
-            .collect();
-        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    let together = on_eight_threads(|| {
+        let mut workspace = Workspace::new();
+        let mut out = Logits::zeros(1);
+        for _ in 0..2 {
+            model.forward_with(&mut workspace, &x, &mut out);
+        }
+        out
     });
     for (i, logits) in together.iter().enumerate() {
         assert!(logits == &alone, "thread {i} differs");
@@ -59,22 +52,23 @@ fn passes_sharing_a_pool_of_many_threads_finish_with_the_same_bits() {
         (((n * 5 + c * 31 + h * 7 + w) % 13) as f32 - 6.0) / 6.0
     });
     let alone = model.forward(&x);
-    let together: Vec<Logits<10>> = std::thread::scope(|s| {
-        let runs: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut workspace = Workspace::new();
-                    let mut out = Logits::zeros(2);
-                    for _ in 0..20 {
-                        pool.install(|| model.forward_with(&mut workspace, &x, &mut out));
-                    }
-                    out
-                })
-            })
-            .collect();
-        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    let together = on_eight_threads(|| {
+        let mut workspace = Workspace::new();
+        let mut out = Logits::zeros(2);
+        for _ in 0..20 {
+            pool.install(|| model.forward_with(&mut workspace, &x, &mut out));
+        }
+        out
     });
     for (i, logits) in together.iter().enumerate() {
         assert!(logits == &alone, "thread {i} differs");
     }
+}
+
+/// Runs `run` on eight threads at once and gathers what each returns.
+fn on_eight_threads<T: Send>(run: impl Fn() -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..8).map(|_| s.spawn(&run)).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    })
 }
