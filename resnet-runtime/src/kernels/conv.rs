@@ -565,11 +565,11 @@ impl Patches<'_> {
         let (mut c, mut t) = (k0 / taps, k0 % taps);
         for dst in panel.chunks_exact_mut(nr) {
             let plane = &self.input[c * plane_len..][..plane_len];
-            let (real, padding) = dst.split_at_mut(width);
+            let (real, past) = dst.split_at_mut(width);
             for (v, &at) in real.iter_mut().zip(&table[t]) {
                 *v = plane.get(at).copied().unwrap_or(0.0);
             }
-            padding.fill(0.0);
+            past.fill(0.0);
             t += 1;
             if t == taps {
                 (t, c) = (0, c + 1);
