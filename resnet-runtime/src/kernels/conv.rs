@@ -513,8 +513,6 @@ impl PackB for Patches<'_> {
                             ((x0 + (lo * stride) as isize) as usize, &mut seg[lo..hi]);
                         match stride {
                             1 => seg.copy_from_slice(&row[from..from + seg.len()]),
-                            // A constant stride lets the copy vectorise.
-                            2 => copy_strided(seg, &row[from..], 2),
                             s => copy_strided(seg, &row[from..], s),
                         }
                     }

@@ -110,13 +110,20 @@ pub fn subsample(x: ArrayView4<f32>, stride: usize, mut out: ArrayViewMut4<f32>)
     out.assign(&x.slice(ndarray::s![.., .., ..;stride, ..;stride]));
 }
 
-/// `dst[t] = src[t * stride]` for every `t` of `dst` (and of `src`).
-/// Inlined, so that a caller that passes a constant stride (2, which nearly
-/// every strided layer has) gets a vectorised copy.
+/// `dst[t] = src[t * stride]` for every `t` of `dst` (and of `src`). Stride
+/// 2, which nearly every strided layer has, runs with the stride a constant,
+/// so that the copy vectorises.
 #[inline(always)]
 pub(crate) fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     // `for_each`, not a `for` loop: `StepBy` folds into a loop that vectorises.
-    dst.iter_mut()
-        .zip(src.iter().step_by(stride))
-        .for_each(|(v, x)| *v = *x);
+    #[inline(always)]
+    fn copy(dst: &mut [f32], src: &[f32], stride: usize) {
+        dst.iter_mut()
+            .zip(src.iter().step_by(stride))
+            .for_each(|(v, x)| *v = *x);
+    }
+    match stride {
+        2 => copy(dst, src, 2),
+        s => copy(dst, src, s),
+    }
 }

@@ -69,10 +69,7 @@ pub fn max_pool2d(
                         for r in 0..stride.min(kernel) {
                             let taps = (kernel - r).div_ceil(stride);
                             let phase = &mut phase[..n + taps - 1];
-                            match stride {
-                                2 => copy_strided(phase, &row[r..], 2),
-                                s => copy_strided(phase, &row[r..], s),
-                            }
+                            copy_strided(phase, &row[r..], stride);
                             for q in 0..taps {
                                 for (m, &v) in out.iter_mut().zip(&phase[q..]) {
                                     *m = max(*m, v);
