@@ -9,7 +9,7 @@
 //! 3x3 stride-1 layers run as Winograd F(4x4, 3x3) or F(2x2, 3x3) instead
 //! ([`ConvStrategy::for_params`] says where).
 
-use super::elementwise::copy_strided;
+use super::elementwise::zip_strided;
 use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
 use super::winograd::{ConvEpilogue, Tile, Winograd};
 use ndarray::{s, Array4, ArrayView1, ArrayView4, ArrayViewMut4};
@@ -513,7 +513,7 @@ impl PackB for Patches<'_> {
                             ((x0 + (lo * stride) as isize) as usize, &mut seg[lo..hi]);
                         match stride {
                             1 => seg.copy_from_slice(&row[from..from + seg.len()]),
-                            s => copy_strided(seg, &row[from..], s),
+                            s => zip_strided(seg, &row[from..], s, |d, x| *d = x),
                         }
                     }
                 }

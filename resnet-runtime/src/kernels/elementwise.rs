@@ -110,20 +110,25 @@ pub fn subsample(x: ArrayView4<f32>, stride: usize, mut out: ArrayViewMut4<f32>)
     out.assign(&x.slice(ndarray::s![.., .., ..;stride, ..;stride]));
 }
 
-/// `dst[t] = src[t * stride]` for every `t` of `dst` (and of `src`). Stride
-/// 2, which nearly every strided layer has, runs with the stride a constant,
-/// so that the copy vectorises.
+/// `f(&mut dst[t], src[t * stride])` for every `t` of `dst` (and of `src`).
+/// Stride 2, which nearly every strided layer has, runs with the stride a
+/// constant, so that the loop vectorises.
 #[inline(always)]
-pub(crate) fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+pub(crate) fn zip_strided(
+    dst: &mut [f32],
+    src: &[f32],
+    stride: usize,
+    f: impl Fn(&mut f32, f32) + Copy,
+) {
     // `for_each`, not a `for` loop: `StepBy` folds into a loop that vectorises.
     #[inline(always)]
-    fn copy(dst: &mut [f32], src: &[f32], stride: usize) {
+    fn zip(dst: &mut [f32], src: &[f32], stride: usize, f: impl Fn(&mut f32, f32)) {
         dst.iter_mut()
             .zip(src.iter().step_by(stride))
-            .for_each(|(v, x)| *v = *x);
+            .for_each(|(d, &x)| f(d, x));
     }
     match stride {
-        2 => copy(dst, src, 2),
-        s => copy(dst, src, s),
+        2 => zip(dst, src, 2, f),
+        s => zip(dst, src, s, f),
     }
 }

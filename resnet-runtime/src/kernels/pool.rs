@@ -1,6 +1,6 @@
 //! Pooling and the classifier head.
 
-use super::elementwise::copy_strided;
+use super::elementwise::zip_strided;
 use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
 use rayon::prelude::*;
 
@@ -40,42 +40,47 @@ pub fn max_pool2d(
         let end = (o * stride + kernel - padding).min(len);
         start..end
     };
-    // The columns whose windows lie wholly inside the row go by phases
+    // The columns whose windows lie wholly inside the row go by chunks
     // (below), the rest window by window.
     let lo = padding.div_ceil(stride).min(ow);
     let hi = (w + padding)
         .checked_sub(kernel)
         .map_or(lo, |last| (last / stride + 1).clamp(lo, ow));
-    let inside = if kernel <= MAX_PHASE_TAPS {
-        lo..hi
-    } else {
-        0..0
+    let (inside, per_chunk) = match (ROW_CHUNK.checked_sub(kernel), hi > lo) {
+        (Some(room), true) => (lo..hi, room / stride + 1),
+        _ => (0..0, 1),
     };
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .for_each(|(out, plane)| {
-            let mut phase = [0f32; PHASE_CHUNK + MAX_PHASE_TAPS];
+            let mut column_max = [0f32; ROW_CHUNK];
             for (oy, out) in out.chunks_exact_mut(ow).enumerate() {
                 let rows = window(oy, h);
-                out[inside.clone()].fill(f32::NEG_INFINITY);
-                // Column `ox` reads `row[ox * stride - padding + kx]`, which is
-                // phase `kx % stride` of the row at `ox + kx / stride`: each
-                // phase copied out once, its taps are contiguous runs.
-                for x0 in inside.clone().step_by(PHASE_CHUNK) {
-                    let n = PHASE_CHUNK.min(inside.end - x0);
-                    let out = &mut out[x0..x0 + n];
-                    for y in rows.clone() {
-                        let row = &plane[y * w + x0 * stride - padding..(y + 1) * w];
-                        for r in 0..stride.min(kernel) {
-                            let taps = (kernel - r).div_ceil(stride);
-                            let phase = &mut phase[..n + taps - 1];
-                            copy_strided(phase, &row[r..], stride);
-                            for q in 0..taps {
-                                for (m, &v) in out.iter_mut().zip(&phase[q..]) {
-                                    *m = max(*m, v);
-                                }
-                            }
+                // The window's rows reduced to one first, each input read once
+                // and contiguously; then each output is the max of `kernel`
+                // neighbours of that row, taken as `kernel` strided passes.
+                for x0 in inside.clone().step_by(per_chunk) {
+                    let n = per_chunk.min(inside.end - x0);
+                    let (from, len) = (x0 * stride - padding, (n - 1) * stride + kernel);
+                    let column_max = &mut column_max[..len];
+                    let row = |y: usize| &plane[y * w + from..][..len];
+                    // The first two rows combined, not the first copied: a copy's
+                    // stores, of other widths than the loads after them, stall
+                    // those loads. (Starting from -inf skips a NaN in either.)
+                    let (first, second) =
+                        (row(rows.start), row((rows.start + 1).min(rows.end - 1)));
+                    for ((m, &a), &b) in column_max.iter_mut().zip(first).zip(second) {
+                        *m = max(max(f32::NEG_INFINITY, a), b);
+                    }
+                    for y in rows.start + 2..rows.end {
+                        for (m, &v) in column_max.iter_mut().zip(row(y)) {
+                            *m = max(*m, v);
                         }
+                    }
+                    let out = &mut out[x0..x0 + n];
+                    zip_strided(out, column_max, stride, |o, v| *o = v);
+                    for kx in 1..kernel {
+                        zip_strided(out, &column_max[kx..], stride, |o, v| *o = max(*o, v));
                     }
                 }
                 for ox in (0..inside.start).chain(inside.end..ow) {
@@ -89,10 +94,9 @@ pub fn max_pool2d(
         });
 }
 
-/// Output columns one pass of [`max_pool2d`]'s phases covers.
-const PHASE_CHUNK: usize = 64;
-/// Widest window [`max_pool2d`] runs by phases.
-const MAX_PHASE_TAPS: usize = 16;
+/// Input columns [`max_pool2d`] reduces over rows at a time; wider windows
+/// go window by window.
+const ROW_CHUNK: usize = 256;
 
 /// The larger of `m` and `v`, keeping `m` when `v` is NaN. A comparison
 /// compiles to one max instruction; `f32::max` adds NaN handling that costs
