@@ -9,7 +9,7 @@
 //! 3x3 stride-1 layers run as Winograd F(4x4, 3x3) or F(2x2, 3x3) instead
 //! ([`ConvStrategy::for_params`] says where).
 
-use super::elementwise::zip_strided;
+use super::gather::{gather, strided_run};
 use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
 use super::winograd::{ConvEpilogue, Tile, Winograd};
 use ndarray::{s, Array4, ArrayView1, ArrayView4, ArrayViewMut4};
@@ -399,6 +399,7 @@ impl Conv2d {
                 }),
                 _ => ConvB::Patches(Patches {
                     input,
+                    isa: weights[g].isa(),
                     params: *p,
                     out_w: ow,
                 }),
@@ -447,6 +448,8 @@ impl PackB for ConvB<'_> {
 #[derive(Clone, Copy)]
 struct Patches<'a> {
     input: &'a [f32],
+    /// The instruction set the packer's copies use: the weights'.
+    isa: Isa,
     params: ConvParams,
     out_w: usize,
 }
@@ -466,7 +469,7 @@ impl PackB for Patches<'_> {
         for (j, panel) in panels.enumerate() {
             let col = n0 + j * nr;
             let width = nr.min(n0 + nc - col);
-            if kernel * kernel <= TABLE_TAPS && ow < nr {
+            if kernel * kernel <= TABLE_TAPS && ow < nr && in_h * in_w < u32::MAX as usize {
                 self.gather_panel(k0, col, width, panel, nr);
                 continue;
             }
@@ -499,23 +502,7 @@ impl PackB for Patches<'_> {
                         continue;
                     }
                     let row = &plane[iy as usize * in_w..][..in_w];
-                    // ix = x0 + t * stride: zeros, an in-bounds run, zeros.
-                    let x0 = run.ix + kx as isize;
-                    let (lo, hi) = in_bounds(x0, stride, in_w, run.len);
-                    if lo > 0 {
-                        seg[..lo].fill(0.0);
-                    }
-                    if hi < run.len {
-                        seg[hi..].fill(0.0);
-                    }
-                    if hi > lo {
-                        let (from, seg) =
-                            ((x0 + (lo * stride) as isize) as usize, &mut seg[lo..hi]);
-                        match stride {
-                            1 => seg.copy_from_slice(&row[from..from + seg.len()]),
-                            s => zip_strided(seg, &row[from..], s, |d, x| *d = x),
-                        }
-                    }
+                    strided_run(self.isa, seg, row, run.ix + kx as isize, stride);
                 }
                 dst[width..].fill(0.0);
                 kx += 1;
@@ -546,8 +533,8 @@ impl Patches<'_> {
         } = self.params;
         let taps = kernel * kernel;
         // Offset of each column's input in a channel plane, per tap; past
-        // the plane (so reading it gives `None`) where it falls in the padding.
-        let mut table = [[usize::MAX; gemm::MAX_NR]; TABLE_TAPS];
+        // the plane (so the gather reads a zero) where it falls in the padding.
+        let mut table = [[u32::MAX; gemm::MAX_NR]; TABLE_TAPS];
         for l in 0..width {
             let (oy, ox) = ((col + l) / self.out_w, (col + l) % self.out_w);
             for (t, row) in table[..taps].iter_mut().enumerate() {
@@ -555,7 +542,7 @@ impl Patches<'_> {
                 let ix = (ox * stride + t % kernel).checked_sub(padding);
                 let inside = (iy.filter(|&y| y < in_h), ix.filter(|&x| x < in_w));
                 if let (Some(iy), Some(ix)) = inside {
-                    row[l] = iy * in_w + ix;
+                    row[l] = (iy * in_w + ix) as u32;
                 }
             }
         }
@@ -564,9 +551,7 @@ impl Patches<'_> {
         for dst in panel.chunks_exact_mut(nr) {
             let plane = &self.input[c * plane_len..][..plane_len];
             let (real, past) = dst.split_at_mut(width);
-            for (v, &at) in real.iter_mut().zip(&table[t]) {
-                *v = plane.get(at).copied().unwrap_or(0.0);
-            }
+            gather(self.isa, real, plane, &table[t]);
             past.fill(0.0);
             t += 1;
             if t == taps {
@@ -591,23 +576,4 @@ struct OutputRun {
     ix: isize,
     lane: usize,
     len: usize,
-}
-
-/// The `t` in `0..run` for which `x0 + t * stride` lies in `0..len`, as
-/// `lo..hi` (empty when none does).
-fn in_bounds(x0: isize, stride: usize, len: usize, run: usize) -> (usize, usize) {
-    // Strides 1 and 2 are nearly all there is: spare them the division.
-    let div_ceil = |a: isize| match stride {
-        1 => a,
-        2 => (a + 1) >> 1,
-        s => (a + s as isize - 1) / s as isize,
-    };
-    let lo = if x0 < 0 { div_ceil(-x0) } else { 0 };
-    let hi = if x0 >= len as isize {
-        0
-    } else {
-        div_ceil(len as isize - x0)
-    };
-    let lo = (lo as usize).min(run);
-    (lo, (hi as usize).clamp(lo, run))
 }

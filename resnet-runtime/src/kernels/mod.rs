@@ -8,6 +8,7 @@
 
 pub mod conv;
 pub mod elementwise;
+mod gather;
 pub mod gemm;
 mod micro;
 pub mod pool;
