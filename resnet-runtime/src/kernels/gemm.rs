@@ -241,37 +241,25 @@ pub struct DenseB<'a> {
     pub ld: usize,
 }
 
-/// Walks the packed layout [`PackB::pack`] writes: calls `fill(k, col,
-/// dst)` for each row `k` of `k0..k0 + kc` and each panel, with `dst` the
-/// panel's real columns `col..col + dst.len()` of that row; the panel's
-/// columns past `n0 + nc` are zeroed.
-pub fn for_each_panel_row(
-    (k0, kc): (usize, usize),
-    (n0, nc): (usize, usize),
-    nr: usize,
-    out: &mut [f32],
-    mut fill: impl FnMut(usize, usize, &mut [f32]),
-) {
-    for (j, panel) in out[..nc.div_ceil(nr) * kc * nr]
-        .chunks_exact_mut(kc * nr)
-        .enumerate()
-    {
-        let col = n0 + j * nr;
-        let width = nr.min(n0 + nc - col);
-        for (k, dst) in panel.chunks_exact_mut(nr).enumerate() {
-            let (real, padding) = dst.split_at_mut(width);
-            fill(k0 + k, col, real);
-            padding.fill(0.0);
-        }
-    }
-}
-
 impl PackB for DenseB<'_> {
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
-        for_each_panel_row((k0, kc), (n0, nc), nr, out, |k, col, dst| {
-            let start = k * self.ld + col;
-            dst.copy_from_slice(&self.data[start..start + dst.len()]);
-        });
+        // Rows outer: each row's columns are read front to back, a stream
+        // the prefetcher follows; panels outer read a cache line or two from
+        // each of `kc` rows a page or more apart.
+        for k in 0..kc {
+            let row = &self.data[(k0 + k) * self.ld + n0..][..nc];
+            for (j, src) in row.chunks(nr).enumerate() {
+                let dst = &mut out[(j * kc + k) * nr..][..nr];
+                match (<&[f32; 32]>::try_from(src), <&mut [f32; 32]>::try_from(&mut *dst)) {
+                    // A whole panel row of the widest kernel's, copied inline.
+                    (Ok(src), Ok(dst)) => *dst = *src,
+                    _ => {
+                        dst[..src.len()].copy_from_slice(src);
+                        dst[src.len()..].fill(0.0);
+                    }
+                }
+            }
+        }
     }
 }
 
