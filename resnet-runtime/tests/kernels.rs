@@ -214,10 +214,11 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
     let strategies = [
         ConvStrategy::Pointwise,
         ConvStrategy::Patches,
+        ConvStrategy::Direct,
         ConvStrategy::Winograd,
         ConvStrategy::Winograd4x4,
     ];
-    let mut ran = [0; 4];
+    let mut ran = [0; 5];
     for case in 0..80 {
         let mut p = random_conv(&mut rng);
         match case % 6 {
@@ -232,6 +233,12 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
             2 => {
                 (p.kernel, p.padding, p.in_channels, p.groups) = (3, 1, 40, 1);
                 p.in_w = [9, 40, 70][case / 6 % 3];
+            }
+            // Stem-like: a wide, strided kernel over rows of several tiles,
+            // the last one partial (the direct path's case).
+            3 => {
+                (p.kernel, p.stride, p.padding, p.groups) = (7, 2, 3, 1);
+                p.in_w = [65, 70, 100][case / 6 % 3];
             }
             _ => {}
         }

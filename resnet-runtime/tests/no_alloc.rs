@@ -46,6 +46,7 @@ fn kernels_allocate_nothing_on_the_hot_path() {
     for (strategy, kernel, stride) in [
         (ConvStrategy::Pointwise, 1, 1),
         (ConvStrategy::Patches, 3, 2),
+        (ConvStrategy::Direct, 7, 2),
         (ConvStrategy::Winograd, 3, 1),
         (ConvStrategy::Winograd4x4, 3, 1),
     ] {

@@ -250,7 +250,10 @@ impl PackB for DenseB<'_> {
             let row = &self.data[(k0 + k) * self.ld + n0..][..nc];
             for (j, src) in row.chunks(nr).enumerate() {
                 let dst = &mut out[(j * kc + k) * nr..][..nr];
-                match (<&[f32; 32]>::try_from(src), <&mut [f32; 32]>::try_from(&mut *dst)) {
+                match (
+                    <&[f32; 32]>::try_from(src),
+                    <&mut [f32; 32]>::try_from(&mut *dst),
+                ) {
                     // A whole panel row of the widest kernel's, copied inline.
                     (Ok(src), Ok(dst)) => *dst = *src,
                     _ => {
@@ -550,7 +553,6 @@ unsafe fn worker<'a, K, B, F>(
     B: PackB,
     F: Fn(usize) -> Job<'a, B>,
 {
-    let mut tile = [0f32; MAX_TILE];
     for t in tasks {
         let (j, (m0, m1), (n0, n1)) = split.task(t);
         let job = job(j);
@@ -577,36 +579,19 @@ unsafe fn worker<'a, K, B, F>(
                     let nr = K::NR.min(tiled - j0);
                     let b = buffer[p * kc * K::NR..].as_ptr();
                     // SAFETY: `(i0, j0)` lies in this task's block of `C`, which is
-                    // valid and written by this task alone (the caller's contract).
-                    let c = unsafe { job.c.0.add(i0 * job.ldc + j0) };
-                    // SAFETY: the panels hold `kc` steps (packing); a tile of whole
-                    // rows fits in `C` for its `nr` columns, which is all the kernel
-                    // touches; a tile of fewer rows goes through `tile`, `MR x NR` floats.
+                    // valid and written by this task alone (the caller's contract);
+                    // the panels hold `kc` steps (packing).
                     unsafe {
-                        if mr == K::MR {
-                            let epilogue = (last && !job.epilogue.is_identity())
-                                .then(|| job.epilogue.tile(i0, j0));
-                            K::run(kc, a, b, c, job.ldc, nr, accumulate, epilogue.as_ref());
-                        } else {
-                            for i in 0..mr {
-                                for j in 0..nr {
-                                    tile[i * K::NR + j] = if accumulate {
-                                        *c.add(i * job.ldc + j)
-                                    } else {
-                                        0.0
-                                    };
-                                }
-                            }
-                            K::run(kc, a, b, tile.as_mut_ptr(), K::NR, K::NR, accumulate, None);
-                            for i in 0..mr {
-                                for j in 0..nr {
-                                    *c.add(i * job.ldc + j) = tile[i * K::NR + j];
-                                }
-                            }
-                            if last {
-                                job.epilogue.apply(i0, mr, j0, nr, c, job.ldc);
-                            }
-                        }
+                        let c = job.c.0.add(i0 * job.ldc + j0);
+                        let at = Block {
+                            rows: (i0, mr),
+                            cols: (j0, nr),
+                            c,
+                            ldc: job.ldc,
+                        };
+                        at.compute::<K>(&job.epilogue, (accumulate, last), |c, ldc, cols, e| {
+                            K::run(kc, a, b, c, ldc, cols, accumulate, e)
+                        });
                     }
                 }
             }
@@ -629,6 +614,65 @@ unsafe fn worker<'a, K, B, F>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// One tile of `C`: rows `i0..i0 + mr` (`mr <= MR`) and columns
+/// `j0..j0 + nr` (`nr <= NR`), at `c` with rows at stride `ldc`.
+pub(crate) struct Block {
+    pub rows: (usize, usize),
+    pub cols: (usize, usize),
+    pub c: *mut f32,
+    pub ldc: usize,
+}
+
+impl Block {
+    /// Runs `kernel(c, ldc, cols, epilogue)`, a micro-kernel call of one
+    /// depth block with `accumulate` as given, on this tile; on the `last`
+    /// depth block the tile gets `epilogue`. A tile of whole rows runs in
+    /// place with the epilogue in the kernel; one of fewer rows than `MR`
+    /// runs on a copy in a full tile, written back row by row.
+    ///
+    /// # Safety
+    /// The tile lies in `C` (valid for reads and writes), and `kernel` is a
+    /// call that is sound for any `MR x NR` tile at stride `ldc`.
+    #[inline(always)]
+    pub(crate) unsafe fn compute<K: MicroKernel>(
+        &self,
+        epilogue: &Epilogue,
+        (accumulate, last): (bool, bool),
+        kernel: impl FnOnce(*mut f32, usize, usize, Option<&TileEpilogue>),
+    ) {
+        let Block {
+            rows: (i0, mr),
+            cols: (j0, nr),
+            c,
+            ldc,
+        } = *self;
+        if mr == K::MR {
+            let epilogue = (last && !epilogue.is_identity()).then(|| epilogue.tile(i0, j0));
+            kernel(c, ldc, nr, epilogue.as_ref());
+            return;
+        }
+        let mut tile = [0f32; MAX_TILE];
+        for i in 0..mr {
+            // SAFETY: row `i < mr` of the tile holds `nr` floats of `C`.
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr) };
+            let copy = &mut tile[i * K::NR..][..nr];
+            if accumulate {
+                copy.copy_from_slice(row);
+            }
+        }
+        kernel(tile.as_mut_ptr(), K::NR, K::NR, None);
+        for i in 0..mr {
+            // SAFETY: as above.
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr) };
+            row.copy_from_slice(&tile[i * K::NR..][..nr]);
+        }
+        if last {
+            // SAFETY: the tile's `mr x nr` block of `C` (the caller's contract).
+            unsafe { epilogue.apply(i0, mr, j0, nr, c, ldc) };
         }
     }
 }

@@ -22,6 +22,8 @@
 //! [`MicroKernel::run_thin`], one column across several row panels at once.
 //! 49 columns cost 32 + 16 + 1, not 64.
 
+use super::gemm::{KC, MAX_NR};
+
 /// A full tile's epilogue, as raw pointers into the caller's slices.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TileEpilogue {
@@ -90,6 +92,37 @@ pub(crate) trait MicroKernel {
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     );
+
+    /// As [`MicroKernel::run`], with row `k` of `b` read where it lies, at
+    /// `b + rows[k]`, not packed at `b + k * NR`: a direct convolution's
+    /// patches, which need no packing. By default the rows are copied into
+    /// a packed panel first.
+    ///
+    /// # Safety
+    /// As [`MicroKernel::run`], with `kc <= KC`, `rows` valid for `kc` reads
+    /// and each `b.offset(rows[k])` for `NR` reads.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_rows(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        rows: *const isize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        accumulate: bool,
+        epilogue: Option<&TileEpilogue>,
+    ) {
+        let mut panel = [0f32; KC * MAX_NR];
+        for (k, dst) in panel.chunks_exact_mut(Self::NR).take(kc).enumerate() {
+            // SAFETY: row `k < kc` is valid for `NR` reads (the caller's contract).
+            dst.copy_from_slice(unsafe {
+                std::slice::from_raw_parts(b.offset(*rows.add(k)), Self::NR)
+            });
+        }
+        // SAFETY: the panel holds `kc` packed rows; the rest is the caller's contract.
+        unsafe { Self::run(kc, a, panel.as_ptr(), c, ldc, cols, accumulate, epilogue) }
+    }
 
     /// Whether a tile of at most `NR / 2` columns costs half a tile.
     const HALF_TILES: bool = false;
@@ -232,6 +265,22 @@ mod x86 {
             epilogue: Option<&TileEpilogue>,
         ) {
             // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
+            unsafe { avx512_8x32(kc, a, Panel(b), c, ldc, cols, accumulate, epilogue) }
+        }
+
+        unsafe fn run_rows(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            rows: *const isize,
+            c: *mut f32,
+            ldc: usize,
+            cols: usize,
+            accumulate: bool,
+            epilogue: Option<&TileEpilogue>,
+        ) {
+            let b = InPlace { b, rows };
+            // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
             unsafe { avx512_8x32(kc, a, b, c, ldc, cols, accumulate, epilogue) }
         }
 
@@ -318,12 +367,48 @@ mod x86 {
         }
     }
 
+    /// Where the AVX-512 kernel finds row `k` of its `B` panel.
+    trait Rows: Copy {
+        /// Row `k`'s first float.
+        ///
+        /// # Safety
+        /// `k` is below the panel's `kc`.
+        unsafe fn row(self, k: usize) -> *const f32;
+    }
+
+    /// A packed panel: row `k` at `k * 32`.
+    #[derive(Clone, Copy)]
+    struct Panel(*const f32);
+
+    impl Rows for Panel {
+        #[inline(always)]
+        unsafe fn row(self, k: usize) -> *const f32 {
+            // SAFETY: `k < kc`, inside the panel of `kc * 32` floats.
+            unsafe { self.0.add(k * 32) }
+        }
+    }
+
+    /// Rows where they lie: row `k` at `b + rows[k]`.
+    #[derive(Clone, Copy)]
+    struct InPlace {
+        b: *const f32,
+        rows: *const isize,
+    }
+
+    impl Rows for InPlace {
+        #[inline(always)]
+        unsafe fn row(self, k: usize) -> *const f32 {
+            // SAFETY: `k < kc`, so `rows[k]` is valid and so is the row it gives.
+            unsafe { self.b.offset(*self.rows.add(k)) }
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn avx512_8x32(
         kc: usize,
         a: *const f32,
-        b: *const f32,
+        b: impl Rows,
         c: *mut f32,
         ldc: usize,
         cols: usize,
@@ -372,17 +457,18 @@ mod x86 {
         }
     }
 
-    /// `acc[i][h] += a[k * 8 + i] * b[k * 32 + 16 h ..][..16]` for `k < kc`
+    /// `acc[i][h] += a[k * 8 + i] * row(k)[16 h ..][..16]` for `k < kc`
     /// in ascending order, for the first `H` halves of the tile.
     ///
     /// # Safety
-    /// `a` is valid for `kc * 8` reads and `b` for `kc * 32`; the CPU supports AVX-512F.
+    /// `a` is valid for `kc * 8` reads and `b` gives `kc` rows valid for 32
+    /// reads each; the CPU supports AVX-512F.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn avx512_steps<const H: usize>(
         kc: usize,
         a: *const f32,
-        b: *const f32,
+        b: impl Rows,
         acc: &mut [[__m512; 2]; 8],
     ) {
         for k in 0..kc {
@@ -395,9 +481,9 @@ mod x86 {
                 if k % 2 == 0 {
                     _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((k + 128) * 8).cast());
                 }
-                let mut bh = [_mm512_setzero_ps(); 2];
+                let (row, mut bh) = (b.row(k), [_mm512_setzero_ps(); 2]);
                 for (h, bh) in bh.iter_mut().enumerate().take(H) {
-                    *bh = _mm512_loadu_ps(b.add(k * 32 + 16 * h));
+                    *bh = _mm512_loadu_ps(row.add(16 * h));
                 }
                 let a = a.add(k * 8);
                 for (i, row) in acc.iter_mut().enumerate() {

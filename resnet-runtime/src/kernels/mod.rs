@@ -7,6 +7,7 @@
 //! any number of threads.
 
 pub mod conv;
+mod direct;
 pub mod elementwise;
 mod gather;
 pub mod gemm;
