@@ -76,6 +76,10 @@ impl Tile {
 #[derive(Clone, Debug)]
 pub(crate) struct Winograd {
     tile: Tile,
+    /// Whether the F(4x4) input transform takes its columns with AVX2,
+    /// eight tiles at a time (the weights were packed for a SIMD kernel
+    /// and the CPU has AVX2).
+    avx2: bool,
     /// `U[ξ]`, `out x in`, one per position `ξ = (i, j)` of the input tile.
     u: Vec<PackedWeights>,
 }
@@ -107,7 +111,11 @@ impl Winograd {
                 PackedWeights::new(isa, m.view())
             })
             .collect();
-        Winograd { tile, u }
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = isa != Isa::Portable && std::arch::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        Winograd { tile, avx2, u }
     }
 
     /// Floats of one thread's scratch: `V` (`positions x in x NR`) and `M`
@@ -207,7 +215,7 @@ impl Winograd {
         let (cin, cout) = (p.in_channels, p.out_channels);
         let positions = self.u.len();
         let (v, m) = scratch.split_at_mut(positions * cin * K::NR);
-        let mut work = OutputWork::default();
+        let mut work = OutputWork::new(self.avx2);
         for block in blocks {
             let first = block * K::NR;
             let width = K::NR.min(tiles - first);
@@ -222,6 +230,7 @@ impl Winograd {
                     channel_step: K::NR,
                     stride: cin * K::NR,
                     at: run.at,
+                    avx2: self.avx2,
                 };
                 let transform = match self.tile {
                     Tile::F2 => transform_input_tiles,
@@ -390,6 +399,8 @@ struct Dest {
     channel_step: usize,
     stride: usize,
     at: usize,
+    /// Whether AVX2 may be used (see [`Winograd`]).
+    avx2: bool,
 }
 
 /// `V = B^T d B` for tiles `t0 .. t0 + nt` (`nt <= BLOCK`) of tile row `ty`
@@ -475,17 +486,21 @@ fn column(block: &mut [f32], stride: usize, xi: usize, at: usize, n: usize) -> &
 /// Stack space for the output transforms, cleared once for a thread's
 /// blocks rather than for each channel's run of tiles.
 struct OutputWork {
-    /// `A^T M`, by column and row of the tile.
-    s: [[[f32; BLOCK]; 4]; 6],
-    /// One output row of a run.
-    y: [f32; 4 * BLOCK],
+    /// `A^T M`, by column and row of the tile (eight tiles to spare, which
+    /// the AVX2 step reads past a run's end).
+    s: [[[f32; BLOCK + 8]; 4]; 6],
+    /// One output row of a run (and what the AVX2 step writes past it).
+    y: [f32; 4 * BLOCK + 32],
+    /// Whether the F(4x4) step across the columns may use AVX2 (see [`Winograd`]).
+    avx2: bool,
 }
 
-impl Default for OutputWork {
-    fn default() -> Self {
+impl OutputWork {
+    fn new(avx2: bool) -> Self {
         OutputWork {
-            s: [[[0.0; BLOCK]; 4]; 6],
-            y: [0.0; 4 * BLOCK],
+            s: [[[0.0; BLOCK + 8]; 4]; 6],
+            y: [0.0; 4 * BLOCK + 32],
+            avx2,
         }
     }
 }
@@ -565,8 +580,10 @@ fn transform_input_tiles_f4(
     let x0 = (4 * t0) as isize - pad;
     let lo = (-x0).clamp(0, width as isize);
     let hi = (w - x0).clamp(lo, width as isize);
-    let mut d = [[0f32; 4 * BLOCK + 2]; 6];
-    let mut r = [[0f32; 4 * BLOCK + 2]; 6];
+    // Rows 30 floats longer than a run's columns: the AVX2 step reads eight
+    // from each of eight tiles' starts, past the run's end in its last group.
+    let mut d = [[0f32; 4 * BLOCK + 32]; 6];
+    let mut r = [[0f32; 4 * BLOCK + 32]; 6];
     for (c, plane) in planes.chunks_exact((h * w) as usize).enumerate() {
         for (i, row) in d.iter_mut().enumerate() {
             let iy = (4 * ty + i) as isize - pad;
@@ -588,8 +605,15 @@ fn transform_input_tiles_f4(
         // (B^T d) B, across the columns, written straight into each position.
         let block = &mut block[c * to.channel_step..];
         for (k, r) in r.iter().enumerate() {
-            let r = &r[..width];
             let (stride, at) = (to.stride, to.at);
+            #[cfg(target_arch = "x86_64")]
+            if to.avx2 {
+                // SAFETY: the CPU has AVX2 (`Winograd::new` checked); `r`
+                // holds `4 * (nt + 6) + 8` floats (`nt <= BLOCK`), and
+                // position `6k + j`'s columns `at .. at + nt` lie in `block`.
+                unsafe { x86::bt_across_f4(r, nt, &mut block[6 * k * stride + at..], stride) };
+                continue;
+            }
             bt_across::<0>(r, column(block, stride, 6 * k, at, nt));
             bt_across::<1>(r, column(block, stride, 6 * k + 1, at, nt));
             bt_across::<2>(r, column(block, stride, 6 * k + 2, at, nt));
@@ -658,7 +682,8 @@ fn transform_output_run_f4(
         // A^T M, down the rows: s[j][i] is row i of column j.
         let s = &mut work.s;
         for (j, [s0, s1, s2, s3]) in s.iter_mut().enumerate() {
-            let [m0, m1, m2, m3, m4, m5] = [0, 6, 12, 18, 24, 30].map(|row| m(row + j));
+            let (m0, m1, m2) = (m(j), m(6 + j), m(12 + j));
+            let (m3, m4, m5) = (m(18 + j), m(24 + j), m(30 + j));
             for t in 0..nt {
                 let column = [m0[t], m1[t], m2[t], m3[t], m4[t], m5[t]];
                 s0[t] = at::<0>(column);
@@ -670,22 +695,259 @@ fn transform_output_run_f4(
         // Output columns 4 (tx + t0) .. 4 (tx + t0 + nt), clipped to the plane.
         let (x0, x1) = (4 * (run.tx + t0), (4 * (run.tx + t0 + nt)).min(ow));
         for i in 0..4 {
-            let [a0, a1, a2, a3, a4, a5] = s.each_ref().map(|column| &column[i]);
             let oy = 4 * ty + i;
             if oy >= oh {
                 continue;
             }
+            let [a0, a1, a2, a3, a4, a5] = &work.s;
+            let columns = [&a0[i], &a1[i], &a2[i], &a3[i], &a4[i], &a5[i]];
             // (A^T M) A, across the columns, the same combinations.
-            let y = &mut work.y;
-            for (t, y) in y[..4 * nt].chunks_exact_mut(4).enumerate() {
-                let row = [a0[t], a1[t], a2[t], a3[t], a4[t], a5[t]];
-                let b = epilogue.bias;
-                y.copy_from_slice(&[at::<0>(row), at::<1>(row), at::<2>(row), at::<3>(row)]);
-                y.iter_mut().for_each(|y| *y += b);
+            let (y, b) = (&mut work.y, epilogue.bias);
+            #[cfg(target_arch = "x86_64")]
+            if work.avx2 {
+                // SAFETY: the CPU has AVX2 (`Winograd::new` checked); the
+                // rows of `s` hold `nt + 7` floats and `y` `4 nt + 28`.
+                unsafe { x86::at_across_f4(columns, nt, b, y) };
+            } else {
+                at_across_f4(columns, nt, b, y);
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            at_across_f4(columns, nt, b, y);
             let row = &mut plane[oy * ow + x0..oy * ow + x1];
             row.copy_from_slice(&y[..x1 - x0]);
             epilogue.finish(row, oy * ow + x0);
+        }
+    }
+}
+
+/// `y[4t + c] = at::<c>(columns[..][t]) + bias` for `t < nt`: `(A^T M) A`
+/// across one output row of a run of tiles, then the bias.
+fn at_across_f4(columns: [&[f32; BLOCK + 8]; 6], nt: usize, bias: f32, y: &mut [f32]) {
+    let [a0, a1, a2, a3, a4, a5] = columns;
+    for (t, y) in y[..4 * nt].chunks_exact_mut(4).enumerate() {
+        let row = [a0[t], a1[t], a2[t], a3[t], a4[t], a5[t]];
+        y.copy_from_slice(&[at::<0>(row), at::<1>(row), at::<2>(row), at::<3>(row)]);
+        y.iter_mut().for_each(|y| *y += bias);
+    }
+}
+
+/// The F(4x4) transforms' steps across the columns with AVX2, eight tiles
+/// at a time: the input's windows of a row transposed so that column `x` of
+/// every tile is one vector, then `B^T`'s rows applied to whole vectors; the
+/// output's `A^T` rows applied to whole vectors, then transposed back into
+/// the row. The arithmetic is [`bt`]'s and [`at`]'s, operation for
+/// operation, so the results are the portable path's to the bit.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::BLOCK;
+    use std::arch::x86_64::*;
+
+    /// Row `I` of `A^T` on six columns of eight tiles; [`super::at`] in order.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn at<const I: usize>([m0, m1, m2, m3, m4, m5]: [__m256; 6]) -> __m256 {
+        let (add, sub, mul) = (_mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
+        let (two, four, eight) = (
+            _mm256_set1_ps(2.0),
+            _mm256_set1_ps(4.0),
+            _mm256_set1_ps(8.0),
+        );
+        match I {
+            0 => add(add(add(add(m0, m1), m2), m3), m4),
+            1 => add(sub(m1, m2), mul(two, sub(m3, m4))),
+            2 => add(add(m1, m2), mul(four, add(m3, m4))),
+            _ => add(add(sub(m1, m2), mul(eight, sub(m3, m4))), m5),
+        }
+    }
+
+    /// [`super::at_across_f4`]: `y[4t + c] = at::<c>(columns[..][t]) + bias`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `nt <= BLOCK` and `y` holds `4 * BLOCK + 32` floats.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn at_across_f4(
+        columns: [&[f32; BLOCK + 8]; 6],
+        nt: usize,
+        bias: f32,
+        y: &mut [f32],
+    ) {
+        assert!(nt <= BLOCK && y.len() >= 4 * BLOCK + 32);
+        let bias = _mm256_set1_ps(bias);
+        for g in (0..nt).step_by(8) {
+            // SAFETY: the loads read `columns[x][g .. g + 8]`, `g + 8 <= BLOCK + 8`;
+            // the stores write `y[4g .. 4g + 32]`, `4g + 32 <= 4 * BLOCK + 32`.
+            unsafe {
+                let m: [__m256; 6] =
+                    std::array::from_fn(|x| _mm256_loadu_ps(columns[x][g..].as_ptr()));
+                let add = |v| _mm256_add_ps(v, bias);
+                let (y0, y1) = (add(at::<0>(m)), add(at::<1>(m)));
+                let (y2, y3) = (add(at::<2>(m)), add(at::<3>(m)));
+                // Four rows of eight tiles into eight tiles of four, in order.
+                let (a, b) = (_mm256_unpacklo_ps(y0, y1), _mm256_unpackhi_ps(y0, y1));
+                let (c, d) = (_mm256_unpacklo_ps(y2, y3), _mm256_unpackhi_ps(y2, y3));
+                let (e0, e1) = (
+                    _mm256_shuffle_ps::<0x44>(a, c),
+                    _mm256_shuffle_ps::<0xEE>(a, c),
+                );
+                let (e2, e3) = (
+                    _mm256_shuffle_ps::<0x44>(b, d),
+                    _mm256_shuffle_ps::<0xEE>(b, d),
+                );
+                let out = y[4 * g..].as_mut_ptr();
+                _mm256_storeu_ps(out, _mm256_permute2f128_ps::<0x20>(e0, e1));
+                _mm256_storeu_ps(out.add(8), _mm256_permute2f128_ps::<0x20>(e2, e3));
+                _mm256_storeu_ps(out.add(16), _mm256_permute2f128_ps::<0x31>(e0, e1));
+                _mm256_storeu_ps(out.add(24), _mm256_permute2f128_ps::<0x31>(e2, e3));
+            }
+        }
+    }
+
+    /// Row `J` of `B^T` on six columns of eight tiles; [`super::bt`] in order.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn bt<const J: usize>([c0, c1, c2, c3, c4, c5]: [__m256; 6]) -> __m256 {
+        let (add, sub, mul) = (_mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
+        let (two, four, five) = (
+            _mm256_set1_ps(2.0),
+            _mm256_set1_ps(4.0),
+            _mm256_set1_ps(5.0),
+        );
+        match J {
+            0 => add(sub(mul(four, c0), mul(five, c2)), c4),
+            1 => sub(add(c3, c4), mul(four, add(c1, c2))),
+            2 => sub(add(mul(four, sub(c1, c2)), c4), c3),
+            3 => sub(add(mul(two, sub(c3, c1)), c4), c2),
+            4 => sub(add(mul(two, sub(c1, c3)), c4), c2),
+            _ => add(sub(mul(four, c1), mul(five, c3)), c5),
+        }
+    }
+
+    /// Writes `out[j * stride + t] = bt::<j>(r[4t .. 4t + 6])` for `j < 6`
+    /// and `t < nt`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `r` holds at least `4 * (nt + 6) + 8` floats
+    /// when `nt > 0`, and `out` at least `5 * stride + nt`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn bt_across_f4(r: &[f32], nt: usize, out: &mut [f32], stride: usize) {
+        assert!(nt == 0 || (r.len() >= 4 * (nt + 6) + 8 && out.len() >= 5 * stride + nt));
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for g in (0..nt).step_by(8) {
+            // SAFETY: tile `g + t`'s eight floats start at `4 (g + t) <= 4 (nt + 6)`,
+            // inside `r`; the stores write lanes below `nt - g` of `out`'s rows.
+            unsafe {
+                let v: [__m256; 8] =
+                    std::array::from_fn(|t| _mm256_loadu_ps(r.as_ptr().add(4 * (g + t))));
+                let columns = transpose(v);
+                let six = [
+                    columns[0], columns[1], columns[2], columns[3], columns[4], columns[5],
+                ];
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((nt - g) as i32), lanes);
+                let ys = [
+                    bt::<0>(six),
+                    bt::<1>(six),
+                    bt::<2>(six),
+                    bt::<3>(six),
+                    bt::<4>(six),
+                    bt::<5>(six),
+                ];
+                for (j, y) in ys.into_iter().enumerate() {
+                    _mm256_maskstore_ps(out.as_mut_ptr().add(j * stride + g), mask, y);
+                }
+            }
+        }
+    }
+
+    /// The 8x8 transpose: lane `t` of `out[x]` is lane `x` of `v[t]`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn transpose(v: [__m256; 8]) -> [__m256; 8] {
+        let lo = |a, b| _mm256_unpacklo_ps(a, b);
+        let hi = |a, b| _mm256_unpackhi_ps(a, b);
+        let (t0, t1, t2, t3) = (
+            lo(v[0], v[1]),
+            hi(v[0], v[1]),
+            lo(v[2], v[3]),
+            hi(v[2], v[3]),
+        );
+        let (t4, t5, t6, t7) = (
+            lo(v[4], v[5]),
+            hi(v[4], v[5]),
+            lo(v[6], v[7]),
+            hi(v[6], v[7]),
+        );
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values that make every rounding count: no two alike, mixed signs
+    /// and magnitudes.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                let h = (i ^ seed).wrapping_mul(2_654_435_761).rotate_left(13) as f32;
+                (h / u32::MAX as f32 - 0.5) * (1 + i % 7) as f32
+            })
+            .collect()
+    }
+
+    /// The AVX2 steps across the columns equal the portable ones to the
+    /// bit, for every run length, and write nothing past the run.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_f4_steps_match_the_portable_ones() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        for nt in 0..=BLOCK {
+            let r = values(4 * BLOCK + 32, nt as u32);
+            let stride = BLOCK + 5;
+            let (mut want, mut got) = (vec![f32::NAN; 6 * stride], vec![f32::NAN; 6 * stride]);
+            bt_across::<0>(&r, &mut want[..nt]);
+            bt_across::<1>(&r, &mut want[stride..][..nt]);
+            bt_across::<2>(&r, &mut want[2 * stride..][..nt]);
+            bt_across::<3>(&r, &mut want[3 * stride..][..nt]);
+            bt_across::<4>(&r, &mut want[4 * stride..][..nt]);
+            bt_across::<5>(&r, &mut want[5 * stride..][..nt]);
+            // SAFETY: AVX2 is present; `r` and `got` are long enough.
+            unsafe { x86::bt_across_f4(&r, nt, &mut got, stride) };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "input step, {nt} tiles");
+
+            let s: Vec<[f32; BLOCK + 8]> = (0..6)
+                .map(|x| std::array::from_fn(|t| values(BLOCK + 8, 100 + x)[t]))
+                .collect();
+            let columns = std::array::from_fn(|x| &s[x]);
+            let (mut want, mut got) = ([0f32; 4 * BLOCK + 32], [0f32; 4 * BLOCK + 32]);
+            at_across_f4(columns, nt, 0.25, &mut want);
+            // SAFETY: AVX2 is present; `y` is `4 * BLOCK + 32` floats.
+            unsafe { x86::at_across_f4(columns, nt, 0.25, &mut got) };
+            assert_eq!(
+                bits(&got[..4 * nt]),
+                bits(&want[..4 * nt]),
+                "output step, {nt} tiles"
+            );
         }
     }
 }
