@@ -431,6 +431,15 @@ fn transform_input_tiles(
     let mut odd = [[0f32; BLOCK + 1]; 4];
     let (mut re, mut ro) = ([[0f32; BLOCK + 1]; 4], [[0f32; BLOCK + 1]; 4]);
     for (c, plane) in planes.chunks_exact(h * w).enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        if to.avx2 {
+            let row = |i: usize| rows[i].map(|iy| &plane[iy * w..][..w]);
+            let out = &mut block[c * to.channel_step + to.at..];
+            // SAFETY: the CPU has AVX2 (`Winograd::new` checked); position
+            // `ξ < 16`'s columns `.. nt` lie in `out` at `ξ * stride`.
+            unsafe { x86::input_f2([row(0), row(1), row(2), row(3)], x0, nt, out, to.stride) };
+            continue;
+        }
         for (i, iy) in rows.iter().enumerate() {
             let Some(iy) = iy else { continue };
             if hi > lo {
@@ -539,6 +548,14 @@ fn transform_output_run(
                 continue;
             }
             let row = &mut plane[oy * ow + x0..oy * ow + x1];
+            #[cfg(target_arch = "x86_64")]
+            if work.avx2 {
+                // SAFETY: the CPU has AVX2 (`Winograd::new` checked); the
+                // rows of `s` hold `nt + 7` floats and `row` `x1 - x0 <= 2 nt`.
+                unsafe { x86::at_across_f2([a, b, c, d], epilogue.bias, row) };
+                epilogue.finish(row, oy * ow + x0);
+                continue;
+            }
             // (A^T M) A, across the columns: y[2t] = a + b + c, y[2t + 1] = b - c - d.
             let (pairs, tail) = row.split_at_mut((x1 - x0) / 2 * 2);
             for (t, pair) in pairs.chunks_exact_mut(2).enumerate() {
@@ -731,12 +748,14 @@ fn at_across_f4(columns: [&[f32; BLOCK + 8]; 6], nt: usize, bias: f32, y: &mut [
     }
 }
 
-/// The F(4x4) transforms' steps across the columns with AVX2, eight tiles
-/// at a time: the input's windows of a row transposed so that column `x` of
-/// every tile is one vector, then `B^T`'s rows applied to whole vectors; the
-/// output's `A^T` rows applied to whole vectors, then transposed back into
-/// the row. The arithmetic is [`bt`]'s and [`at`]'s, operation for
-/// operation, so the results are the portable path's to the bit.
+/// The transforms with AVX2, eight tiles a vector, where the portable code
+/// runs loops of a run's few tiles (7 at 14x14) with strided loads and
+/// stores. F(2x2): the whole input transform, the input rows split into
+/// even and odd columns in registers, and the output's step across the
+/// columns. F(4x4): the steps across the columns, the input's windows of a
+/// row transposed so that column `x` of every tile is one vector and the
+/// output's rows transposed back. The arithmetic is the portable code's,
+/// operation for operation, so the results are the same to the bit.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::BLOCK;
@@ -858,6 +877,122 @@ mod x86 {
         }
     }
 
+    /// [`super::transform_input_tiles`] for one input channel: `V` of
+    /// tiles `t < nt`, whose padded columns `2t .. 2t + 4` of row `i` are
+    /// `rows[i]` (`None`: all padding) from `x0 + 2t`, zero outside the
+    /// row; position `ξ` of tile `t` to `out[ξ * stride + t]`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `out` holds `15 * stride + nt` floats; rows
+    /// are shorter than `i32::MAX`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn input_f2(
+        rows: [Option<&[f32]>; 4],
+        x0: isize,
+        nt: usize,
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        assert!(nt == 0 || out.len() >= 15 * stride + nt);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for g in (0..nt).step_by(8) {
+            // Tile `g + t`'s columns of each row as four vectors over `t`:
+            // padded columns 2t, 2t + 1, 2t + 2 and 2t + 3 from `x0 + 2g`.
+            let mut d = [[_mm256_setzero_ps(); 4]; 4];
+            for (d, row) in d.iter_mut().zip(rows) {
+                let Some(row) = row else { continue };
+                let from = x0 + 2 * g as isize;
+                // Lanes `l` with `from + l` inside the row; masked-off lanes
+                // are neither read nor faulted on.
+                let load = |from: isize| {
+                    let at = _mm256_add_epi32(_mm256_set1_epi32(from as i32), lanes);
+                    let inside = _mm256_and_si256(
+                        _mm256_cmpgt_epi32(at, _mm256_set1_epi32(-1)),
+                        _mm256_cmpgt_epi32(_mm256_set1_epi32(row.len() as i32), at),
+                    );
+                    // SAFETY: the mask leaves only lanes inside `row`.
+                    unsafe { _mm256_maskload_ps(row.as_ptr().wrapping_offset(from), inside) }
+                };
+                let (a, b) = (load(from), load(from + 8));
+                let (a1, b1) = (load(from + 2), load(from + 10));
+                *d = [even(a, b), odd(a, b), even(a1, b1), odd(a1, b1)];
+            }
+            // B^T d, down the rows, for each of the four columns.
+            let (sub, add) = (_mm256_sub_ps, _mm256_add_ps);
+            let r: [[__m256; 4]; 4] = std::array::from_fn(|x| {
+                let [d0, d1, d2, d3] = [d[0][x], d[1][x], d[2][x], d[3][x]];
+                [sub(d0, d2), add(d1, d2), sub(d2, d1), sub(d1, d3)]
+            });
+            // (B^T d) B, across: (c0 - c2, c1 + c2, c2 - c1, c1 - c3) of row k.
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((nt - g) as i32), lanes);
+            let [e, o, e1, o1] = r;
+            let rows = e.into_iter().zip(o).zip(e1).zip(o1);
+            for (k, (((c0, c1), c2), c3)) in rows.enumerate() {
+                let ys = [sub(c0, c2), add(c1, c2), sub(c2, c1), sub(c1, c3)];
+                for (j, y) in ys.into_iter().enumerate() {
+                    // SAFETY: lanes below `nt - g` of position `4k + j`'s columns.
+                    unsafe {
+                        _mm256_maskstore_ps(out.as_mut_ptr().add((4 * k + j) * stride + g), mask, y)
+                    };
+                }
+            }
+        }
+    }
+
+    /// The even lanes of `a` then of `b`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn even(a: __m256, b: __m256) -> __m256 {
+        let v = _mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a, b));
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(v))
+    }
+
+    /// The odd lanes of `a` then of `b`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn odd(a: __m256, b: __m256) -> __m256 {
+        let v = _mm256_castps_pd(_mm256_shuffle_ps::<0xDD>(a, b));
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(v))
+    }
+
+    /// [`super::transform_output_run`]'s step across one output row:
+    /// `row[2t] = a + b + c + bias`, `row[2t + 1] = b - c - d + bias` from
+    /// `[a, b, c, d][..][t]`, as many columns as `row` has.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; each of `s` holds `row.len().div_ceil(2) + 7` floats.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn at_across_f2(s: [&[f32; BLOCK + 8]; 4], bias: f32, row: &mut [f32]) {
+        assert!(row.len() <= 2 * BLOCK);
+        let (bias, lanes) = (
+            _mm256_set1_ps(bias),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        let (add, sub) = (_mm256_add_ps, _mm256_sub_ps);
+        for g in (0..row.len().div_ceil(2)).step_by(8) {
+            // SAFETY: `g + 8 <= BLOCK + 8`: inside each row of `s`.
+            let [a, b, c, d] = s.map(|s| unsafe { _mm256_loadu_ps(s[g..].as_ptr()) });
+            let y0 = add(add(add(a, b), c), bias);
+            let y1 = add(sub(sub(b, c), d), bias);
+            // Interleaved: tiles 0-3 then 4-7 of (y0, y1).
+            let (lo, hi) = (_mm256_unpacklo_ps(y0, y1), _mm256_unpackhi_ps(y0, y1));
+            let first = _mm256_permute2f128_ps::<0x20>(lo, hi);
+            let second = _mm256_permute2f128_ps::<0x31>(lo, hi);
+            let left = (row.len() - 2 * g) as i32;
+            let at = row[2 * g..].as_mut_ptr();
+            // SAFETY: the masks keep the lanes below `left`, inside `row`.
+            unsafe {
+                _mm256_maskstore_ps(
+                    at,
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lanes),
+                    first,
+                );
+                let second_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left - 8), lanes);
+                _mm256_maskstore_ps(at.wrapping_add(8), second_mask, second);
+            }
+        }
+    }
+
     /// The 8x8 transpose: lane `t` of `out[x]` is lane `x` of `v[t]`.
     #[target_feature(enable = "avx2")]
     #[inline]
@@ -910,6 +1045,111 @@ mod tests {
                 (h / u32::MAX as f32 - 0.5) * (1 + i % 7) as f32
             })
             .collect()
+    }
+
+    /// Whole transforms, AVX2 against portable, to the bit: F(2x2) and
+    /// F(4x4), input and output, on runs that start and end in the padding
+    /// or inside the plane, with and without a residual and ReLU.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_transforms_match_the_portable_ones() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (tile, side, pad) in [
+            (Tile::F2, 14, 1),
+            (Tile::F2, 9, 0),
+            (Tile::F4, 28, 1),
+            (Tile::F4, 23, 2),
+        ] {
+            let p = ConvParams {
+                in_channels: 3,
+                out_channels: 2,
+                kernel: 3,
+                stride: 1,
+                padding: pad,
+                groups: 1,
+                in_h: side,
+                in_w: side + 5,
+            };
+            let (oh, ow) = p.out_hw();
+            let n = tile.outputs();
+            let (th, tw) = (oh.div_ceil(n), ow.div_ceil(n));
+            let planes = values(3 * side * (side + 5), side as u32);
+            let positions = (n + 2) * (n + 2);
+            for (ty, t0, nt) in [
+                (0, 0, tw),
+                (th - 1, 1, tw - 1),
+                (th / 2, tw / 2, 1),
+                (1, 0, tw.min(9)),
+            ] {
+                let stride = 3 * BLOCK;
+                let run = |avx2| {
+                    let mut block = vec![f32::NAN; positions * stride];
+                    let to = Dest {
+                        channel_step: BLOCK,
+                        stride,
+                        at: 3,
+                        avx2,
+                    };
+                    match tile {
+                        Tile::F2 => {
+                            transform_input_tiles(&planes, &p, (ty, t0, nt), &mut block, to)
+                        }
+                        Tile::F4 => {
+                            transform_input_tiles_f4(&planes, &p, (ty, t0, nt), &mut block, to)
+                        }
+                    }
+                    block
+                };
+                assert_eq!(
+                    bits(&run(true)),
+                    bits(&run(false)),
+                    "{tile:?} input, tiles {ty} {t0} {nt}"
+                );
+
+                let block = values(positions * BLOCK, 7 + nt as u32);
+                let residual = values(oh * ow, 3);
+                let tiles = Run {
+                    row: ty,
+                    tx: t0,
+                    len: nt,
+                    at: 1.min(BLOCK - nt),
+                };
+                for (residual, relu) in [(None, false), (Some(&residual[..]), true)] {
+                    let epilogue = OutputEpilogue {
+                        bias: 0.5,
+                        residual,
+                        relu,
+                    };
+                    let run = |avx2| {
+                        let mut plane = vec![f32::NAN; oh * ow];
+                        let mut work = OutputWork::new(avx2);
+                        let transform = match tile {
+                            Tile::F2 => transform_output_run,
+                            Tile::F4 => transform_output_run_f4,
+                        };
+                        transform(
+                            &mut work,
+                            &block,
+                            BLOCK,
+                            &tiles,
+                            ty,
+                            (oh, ow),
+                            &mut plane,
+                            &epilogue,
+                        );
+                        plane
+                    };
+                    assert_eq!(
+                        bits(&run(true)),
+                        bits(&run(false)),
+                        "{tile:?} output, tiles {ty} {t0} {nt}"
+                    );
+                }
+            }
+        }
     }
 
     /// The AVX2 steps across the columns equal the portable ones to the
