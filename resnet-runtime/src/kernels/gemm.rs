@@ -572,12 +572,45 @@ unsafe fn worker<'a, K, B, F>(
             // the hardware prefetcher follows. Columns outer went down the
             // rows, a new page each, and waited on every tile's `C`.
             let tiled = n1 - thin_columns::<K>(n1 - n0);
+            // The thin columns' packed panel, from its first lane.
+            let thin = {
+                let (panel, lane) = ((tiled - n0) / K::NR, (tiled - n0) % K::NR);
+                buffer[panel * kc * K::NR + lane..].as_ptr()
+            };
+            // Where the kernel can, each row panel's last tile takes the thin
+            // columns along; only a last panel of fewer rows leaves them to
+            // `run_thin`.
+            let extra = (tiled > n0 && n1 - tiled <= K::EXTRA).then_some(n1 - tiled);
             for i0 in (m0..m1).step_by(K::MR) {
                 let mr = K::MR.min(m1 - i0);
                 let a = job.a.panel(i0 / K::MR, k0).as_ptr();
                 for (p, j0) in (n0..tiled).step_by(K::NR).enumerate() {
                     let nr = K::NR.min(tiled - j0);
                     let b = buffer[p * kc * K::NR..].as_ptr();
+                    if let Some(extra) = extra.filter(|&e| e > 0 && mr == K::MR && j0 + nr == tiled)
+                    {
+                        let epilogue = (last && !job.epilogue.is_identity())
+                            .then(|| job.epilogue.tile(i0, j0));
+                        // SAFETY: as for the tiles below; the thin columns
+                        // `tiled .. n1` follow the tile in this task's block,
+                        // and their panel holds `kc` steps.
+                        unsafe {
+                            let c = job.c.0.add(i0 * job.ldc + j0);
+                            K::run_extra(
+                                kc,
+                                a,
+                                b,
+                                thin,
+                                extra,
+                                c,
+                                job.ldc,
+                                nr,
+                                accumulate,
+                                epilogue.as_ref(),
+                            );
+                        }
+                        continue;
+                    }
                     // SAFETY: `(i0, j0)` lies in this task's block of `C`, which is
                     // valid and written by this task alone (the caller's contract);
                     // the panels hold `kc` steps (packing).
@@ -596,9 +629,13 @@ unsafe fn worker<'a, K, B, F>(
                 }
             }
             if tiled < n1 {
-                let (panel, lane) = ((tiled - n0) / K::NR, (tiled - n0) % K::NR);
-                let b = buffer[panel * kc * K::NR + lane..].as_ptr();
-                for i0 in (m0..m1).step_by(THIN_PANELS * K::MR) {
+                // Rows whose last tile took the thin columns are done.
+                let done = match extra {
+                    Some(_) => (m1 - m0) / K::MR * K::MR,
+                    None => 0,
+                };
+                let b = thin;
+                for i0 in (m0 + done..m1).step_by(THIN_PANELS * K::MR) {
                     let rows = (THIN_PANELS * K::MR).min(m1 - i0);
                     let a = job.a.panels(i0 / K::MR, k0).as_ptr();
                     let (cols, panel_len) = (n1 - tiled, job.a.panel_len());
@@ -677,10 +714,12 @@ impl Block {
     }
 }
 
-/// Columns at the end of a block of `cols` that go to the kernel's
-/// [`MicroKernel::run_thin`]: what is left past the last whole half tile,
-/// when that is at most [`MicroKernel::THIN`] columns. So 49 columns (a
-/// 7x7 image) are a tile, a half tile and one thin column, not two tiles.
+/// Columns at the end of a block of `cols` that no tile covers: what is
+/// left past the last whole half tile, when that is at most
+/// [`MicroKernel::THIN`] columns. So 49 columns (a 7x7 image) are a tile, a
+/// half tile and one thin column, not two tiles. The last tile of each
+/// whole row panel takes them along ([`MicroKernel::run_extra`]) where the
+/// kernel can; the rest go to [`MicroKernel::run_thin`].
 fn thin_columns<K: MicroKernel>(cols: usize) -> usize {
     let left = cols % K::NR % (K::NR / 2);
     if left <= K::THIN {

@@ -18,9 +18,12 @@
 //! A row of tiles rarely ends on a whole tile: a 7x7 image is 49 columns,
 //! which two 32-column tiles would cover with 15 columns of padding. So the
 //! AVX-512 kernel runs a tile of at most 16 columns on half its registers,
-//! at half the cost, and the last few columns of a row go through
-//! [`MicroKernel::run_thin`], one column across several row panels at once.
-//! 49 columns cost 32 + 16 + 1, not 64.
+//! at half the cost, and the last few columns of a row ride along with the
+//! row's last tile ([`MicroKernel::run_extra`]): one more multiply-add per
+//! step and column, on the weights the tile has already loaded. 49 columns
+//! cost 32 + 16 + 1, not 64. Rows that make no whole panel, and kernels
+//! without extra columns, take those columns through
+//! [`MicroKernel::run_thin`] instead, one column across several row panels.
 
 use super::gemm::{KC, MAX_NR};
 
@@ -122,6 +125,35 @@ pub(crate) trait MicroKernel {
         }
         // SAFETY: the panel holds `kc` packed rows; the rest is the caller's contract.
         unsafe { Self::run(kc, a, panel.as_ptr(), c, ldc, cols, accumulate, epilogue) }
+    }
+
+    /// Most columns [`MicroKernel::run_extra`] adds to a tile (0: none).
+    const EXTRA: usize = 0;
+
+    /// As [`MicroKernel::run`], and `extra` (`1..=EXTRA`) more columns of
+    /// `C` after the tile's `cols`, from `bx` (row `k` at `bx + k * NR`):
+    /// the few columns left past a row's last tile, computed while the
+    /// tile's weights are in registers rather than by another pass over
+    /// them ([`MicroKernel::run_thin`]). Those columns get exactly what
+    /// `run_thin` and the epilogue would give them.
+    ///
+    /// # Safety
+    /// As [`MicroKernel::run`], with `bx` valid for `kc * NR` reads and `c`
+    /// for `cols + extra` columns; only for kernels with `EXTRA > 0`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_extra(
+        _kc: usize,
+        _a: *const f32,
+        _b: *const f32,
+        _bx: *const f32,
+        _extra: usize,
+        _c: *mut f32,
+        _ldc: usize,
+        _cols: usize,
+        _accumulate: bool,
+        _epilogue: Option<&TileEpilogue>,
+    ) {
+        unreachable!("a kernel without extra columns")
     }
 
     /// Whether a tile of at most `NR / 2` columns costs half a tile.
@@ -253,6 +285,7 @@ mod x86 {
         const NR: usize = 32;
         const HALF_TILES: bool = true;
         const THIN: usize = 7;
+        const EXTRA: usize = 7;
 
         unsafe fn run(
             kc: usize,
@@ -265,7 +298,34 @@ mod x86 {
             epilogue: Option<&TileEpilogue>,
         ) {
             // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
-            unsafe { avx512_8x32(kc, a, Panel(b), c, ldc, cols, accumulate, epilogue) }
+            unsafe { avx512_8x32::<0>(kc, a, Panel(b), None, c, ldc, cols, accumulate, epilogue) }
+        }
+
+        unsafe fn run_extra(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            bx: *const f32,
+            extra: usize,
+            c: *mut f32,
+            ldc: usize,
+            cols: usize,
+            accumulate: bool,
+            epilogue: Option<&TileEpilogue>,
+        ) {
+            let (b, bx) = (Panel(b), Some(Panel(bx)));
+            // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
+            unsafe {
+                match extra {
+                    1 => avx512_8x32::<1>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    2 => avx512_8x32::<2>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    3 => avx512_8x32::<3>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    4 => avx512_8x32::<4>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    5 => avx512_8x32::<5>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    6 => avx512_8x32::<6>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    _ => avx512_8x32::<7>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                }
+            }
         }
 
         unsafe fn run_rows(
@@ -281,7 +341,7 @@ mod x86 {
         ) {
             let b = InPlace { b, rows };
             // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
-            unsafe { avx512_8x32(kc, a, b, c, ldc, cols, accumulate, epilogue) }
+            unsafe { avx512_8x32::<0>(kc, a, b, None, c, ldc, cols, accumulate, epilogue) }
         }
 
         unsafe fn run_thin(
@@ -403,12 +463,15 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512f")]
+    /// The 8 x 32 tile (or 8 x 16, for at most 16 columns), and `E` extra
+    /// columns from `bx` after its `cols`, one 8-row accumulator each.
+    #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn avx512_8x32(
+    unsafe fn avx512_8x32<const E: usize>(
         kc: usize,
         a: *const f32,
         b: impl Rows,
+        bx: Option<Panel>,
         c: *mut f32,
         ldc: usize,
         cols: usize,
@@ -416,13 +479,14 @@ mod x86 {
         epilogue: Option<&TileEpilogue>,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        let mut extra = [_mm256_setzero_ps(); E];
         // A tile of at most 16 columns needs only its first half: half the FMAs.
         // SAFETY: the caller's extents, as `avx512_steps` requires.
         unsafe {
             if cols <= 16 {
-                avx512_steps::<1>(kc, a, b, &mut acc);
+                avx512_steps::<1, E>(kc, a, b, bx, &mut acc, &mut extra);
             } else {
-                avx512_steps::<2>(kc, a, b, &mut acc);
+                avx512_steps::<2, E>(kc, a, b, bx, &mut acc, &mut extra);
             }
         }
         // Lanes of the two halves that hold one of the first `cols` columns;
@@ -455,6 +519,36 @@ mod x86 {
                 _mm512_mask_storeu_ps(out.add(16), m1, hi);
             }
         }
+        if E > 0 {
+            // The extra columns element by element, as `run_thin` and the
+            // epilogue's `apply` would: sum, then the old value, the bias,
+            // the residual, the clamp.
+            let mut sums = [[0f32; 8]; E];
+            for (sums, extra) in sums.iter_mut().zip(extra) {
+                // SAFETY: `sums` holds 8 floats.
+                unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), extra) };
+            }
+            for (j, sums) in sums.iter().enumerate() {
+                for (i, &sum) in sums.iter().enumerate() {
+                    // SAFETY: column `cols + j` of row `i` lies in `c` (the
+                    // caller's contract), and so in the residual's row.
+                    unsafe {
+                        let out = c.add(i * ldc + cols + j);
+                        let mut v = if accumulate { *out + sum } else { sum };
+                        if let Some(e) = epilogue {
+                            v += e.bias(i);
+                            if let Some(r) = e.residual_row(i) {
+                                v += *r.add(cols + j);
+                            }
+                            if e.relu {
+                                v = v.max(0.0);
+                            }
+                        }
+                        *out = v;
+                    }
+                }
+            }
+        }
     }
 
     /// `acc[i][h] += a[k * 8 + i] * row(k)[16 h ..][..16]` for `k < kc`
@@ -463,13 +557,15 @@ mod x86 {
     /// # Safety
     /// `a` is valid for `kc * 8` reads and `b` gives `kc` rows valid for 32
     /// reads each; the CPU supports AVX-512F.
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,fma")]
     #[inline]
-    unsafe fn avx512_steps<const H: usize>(
+    unsafe fn avx512_steps<const H: usize, const E: usize>(
         kc: usize,
         a: *const f32,
         b: impl Rows,
+        bx: Option<Panel>,
         acc: &mut [[__m512; 2]; 8],
+        extra: &mut [__m256; E],
     ) {
         for k in 0..kc {
             // SAFETY: `k < kc`, so these reads stay inside the panels of `kc * 32` and `kc * 8` floats.
@@ -490,6 +586,14 @@ mod x86 {
                     let ai = _mm512_set1_ps(*a.add(i));
                     for h in 0..H {
                         row[h] = _mm512_fmadd_ps(ai, bh[h], row[h]);
+                    }
+                }
+                // The extra columns: the step's eight weights as one vector,
+                // times the column's value, as `avx512_column` does.
+                if let (true, Some(bx)) = (E > 0, bx) {
+                    let (column, rows) = (bx.row(k), _mm256_loadu_ps(a));
+                    for (j, extra) in extra.iter_mut().enumerate() {
+                        *extra = _mm256_fmadd_ps(rows, _mm256_set1_ps(*column.add(j)), *extra);
                     }
                 }
             }
