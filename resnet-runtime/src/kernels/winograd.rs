@@ -498,8 +498,6 @@ struct OutputWork {
     /// `A^T M`, by column and row of the tile (eight tiles to spare, which
     /// the AVX2 step reads past a run's end).
     s: [[[f32; BLOCK + 8]; 4]; 6],
-    /// One output row of a run (and what the AVX2 step writes past it).
-    y: [f32; 4 * BLOCK + 32],
     /// Whether the F(4x4) step across the columns may use AVX2 (see [`Winograd`]).
     avx2: bool,
 }
@@ -508,7 +506,6 @@ impl OutputWork {
     fn new(avx2: bool) -> Self {
         OutputWork {
             s: [[[0.0; BLOCK + 8]; 4]; 6],
-            y: [0.0; 4 * BLOCK + 32],
             avx2,
         }
     }
@@ -695,20 +692,18 @@ fn transform_output_run_f4(
 ) {
     for t0 in (0..run.len).step_by(BLOCK) {
         let nt = BLOCK.min(run.len - t0);
-        let m = |xi: usize| &block[xi * stride + run.at + t0..][..nt];
+        let block = &block[run.at + t0..];
         // A^T M, down the rows: s[j][i] is row i of column j.
-        let s = &mut work.s;
-        for (j, [s0, s1, s2, s3]) in s.iter_mut().enumerate() {
-            let (m0, m1, m2) = (m(j), m(6 + j), m(12 + j));
-            let (m3, m4, m5) = (m(18 + j), m(24 + j), m(30 + j));
-            for t in 0..nt {
-                let column = [m0[t], m1[t], m2[t], m3[t], m4[t], m5[t]];
-                s0[t] = at::<0>(column);
-                s1[t] = at::<1>(column);
-                s2[t] = at::<2>(column);
-                s3[t] = at::<3>(column);
-            }
+        #[cfg(target_arch = "x86_64")]
+        if work.avx2 {
+            // SAFETY: the CPU has AVX2 (`Winograd::new` checked); position
+            // `ξ < 36`'s `nt` values lie in `block` at `ξ * stride`.
+            unsafe { x86::at_down_f4(block, stride, nt, &mut work.s) };
+        } else {
+            at_down_f4(block, stride, nt, &mut work.s);
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        at_down_f4(block, stride, nt, &mut work.s);
         // Output columns 4 (tx + t0) .. 4 (tx + t0 + nt), clipped to the plane.
         let (x0, x1) = (4 * (run.tx + t0), (4 * (run.tx + t0 + nt)).min(ow));
         for i in 0..4 {
@@ -719,32 +714,50 @@ fn transform_output_run_f4(
             let [a0, a1, a2, a3, a4, a5] = &work.s;
             let columns = [&a0[i], &a1[i], &a2[i], &a3[i], &a4[i], &a5[i]];
             // (A^T M) A, across the columns, the same combinations.
-            let (y, b) = (&mut work.y, epilogue.bias);
+            let (row, b) = (&mut plane[oy * ow + x0..oy * ow + x1], epilogue.bias);
             #[cfg(target_arch = "x86_64")]
             if work.avx2 {
                 // SAFETY: the CPU has AVX2 (`Winograd::new` checked); the
-                // rows of `s` hold `nt + 7` floats and `y` `4 nt + 28`.
-                unsafe { x86::at_across_f4(columns, nt, b, y) };
+                // rows of `s` hold `nt + 7 >= row.len() / 4 + 7` floats.
+                unsafe { x86::at_across_f4(columns, b, row) };
             } else {
-                at_across_f4(columns, nt, b, y);
+                at_across_f4(columns, b, row);
             }
             #[cfg(not(target_arch = "x86_64"))]
-            at_across_f4(columns, nt, b, y);
-            let row = &mut plane[oy * ow + x0..oy * ow + x1];
-            row.copy_from_slice(&y[..x1 - x0]);
+            at_across_f4(columns, b, row);
             epilogue.finish(row, oy * ow + x0);
         }
     }
 }
 
-/// `y[4t + c] = at::<c>(columns[..][t]) + bias` for `t < nt`: `(A^T M) A`
-/// across one output row of a run of tiles, then the bias.
-fn at_across_f4(columns: [&[f32; BLOCK + 8]; 6], nt: usize, bias: f32, y: &mut [f32]) {
+/// `A^T M` down the rows of a run of `nt` tiles: `s[j][i][t] =
+/// at::<i>(m[6r + j][t] for r < 6)`, position `ξ`'s values at `block[ξ * stride ..]`.
+fn at_down_f4(block: &[f32], stride: usize, nt: usize, s: &mut [[[f32; BLOCK + 8]; 4]; 6]) {
+    let m = |xi: usize| &block[xi * stride..][..nt];
+    for (j, [s0, s1, s2, s3]) in s.iter_mut().enumerate() {
+        let (m0, m1, m2) = (m(j), m(6 + j), m(12 + j));
+        let (m3, m4, m5) = (m(18 + j), m(24 + j), m(30 + j));
+        for t in 0..nt {
+            let column = [m0[t], m1[t], m2[t], m3[t], m4[t], m5[t]];
+            s0[t] = at::<0>(column);
+            s1[t] = at::<1>(column);
+            s2[t] = at::<2>(column);
+            s3[t] = at::<3>(column);
+        }
+    }
+}
+
+/// `row[4t + c] = at::<c>(columns[..][t]) + bias` for as many columns as
+/// `row` has: `(A^T M) A` across one output row of a run of tiles, then
+/// the bias.
+fn at_across_f4(columns: [&[f32; BLOCK + 8]; 6], bias: f32, row: &mut [f32]) {
     let [a0, a1, a2, a3, a4, a5] = columns;
-    for (t, y) in y[..4 * nt].chunks_exact_mut(4).enumerate() {
-        let row = [a0[t], a1[t], a2[t], a3[t], a4[t], a5[t]];
-        y.copy_from_slice(&[at::<0>(row), at::<1>(row), at::<2>(row), at::<3>(row)]);
-        y.iter_mut().for_each(|y| *y += bias);
+    for (t, y) in row.chunks_mut(4).enumerate() {
+        let m = [a0[t], a1[t], a2[t], a3[t], a4[t], a5[t]];
+        let four = [at::<0>(m), at::<1>(m), at::<2>(m), at::<3>(m)];
+        for (y, v) in y.iter_mut().zip(four) {
+            *y = v + bias;
+        }
     }
 }
 
@@ -752,9 +765,10 @@ fn at_across_f4(columns: [&[f32; BLOCK + 8]; 6], nt: usize, bias: f32, y: &mut [
 /// runs loops of a run's few tiles (7 at 14x14) with strided loads and
 /// stores. F(2x2): the whole input transform, the input rows split into
 /// even and odd columns in registers, and the output's step across the
-/// columns. F(4x4): the steps across the columns, the input's windows of a
-/// row transposed so that column `x` of every tile is one vector and the
-/// output's rows transposed back. The arithmetic is the portable code's,
+/// columns. F(4x4): the input's step across the columns, each row's
+/// windows transposed so that column `x` of every tile is one vector, and
+/// the whole output transform, its rows transposed back and stored
+/// straight into the plane. The arithmetic is the portable code's,
 /// operation for operation, so the results are the same to the bit.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -779,22 +793,53 @@ mod x86 {
         }
     }
 
-    /// [`super::at_across_f4`]: `y[4t + c] = at::<c>(columns[..][t]) + bias`.
+    /// [`super::at_down_f4`], eight tiles a vector.
     ///
     /// # Safety
-    /// The CPU supports AVX2; `nt <= BLOCK` and `y` holds `4 * BLOCK + 32` floats.
+    /// The CPU supports AVX2; `block` holds `35 * stride + nt` floats and
+    /// `nt <= BLOCK`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn at_across_f4(
-        columns: [&[f32; BLOCK + 8]; 6],
+    pub(super) unsafe fn at_down_f4(
+        block: &[f32],
+        stride: usize,
         nt: usize,
-        bias: f32,
-        y: &mut [f32],
+        s: &mut [[[f32; BLOCK + 8]; 4]; 6],
     ) {
-        assert!(nt <= BLOCK && y.len() >= 4 * BLOCK + 32);
-        let bias = _mm256_set1_ps(bias);
+        assert!(nt == 0 || (nt <= BLOCK && block.len() >= 35 * stride + nt));
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for g in (0..nt).step_by(8) {
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((nt - g) as i32), lanes);
+            for (j, s) in s.iter_mut().enumerate() {
+                // SAFETY: the masked loads read lanes below `nt - g` of
+                // positions `6r + j`, inside `block`; the stores write
+                // `s[i][g .. g + 8]`, `g + 8 <= BLOCK + 8`.
+                unsafe {
+                    let m: [__m256; 6] = std::array::from_fn(|r| {
+                        _mm256_maskload_ps(block.as_ptr().add((6 * r + j) * stride + g), mask)
+                    });
+                    _mm256_storeu_ps(s[0][g..].as_mut_ptr(), at::<0>(m));
+                    _mm256_storeu_ps(s[1][g..].as_mut_ptr(), at::<1>(m));
+                    _mm256_storeu_ps(s[2][g..].as_mut_ptr(), at::<2>(m));
+                    _mm256_storeu_ps(s[3][g..].as_mut_ptr(), at::<3>(m));
+                }
+            }
+        }
+    }
+
+    /// [`super::at_across_f4`]: `row[4t + c] = at::<c>(columns[..][t]) + bias`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `row.len() <= 4 * BLOCK`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn at_across_f4(columns: [&[f32; BLOCK + 8]; 6], bias: f32, row: &mut [f32]) {
+        assert!(row.len() <= 4 * BLOCK);
+        let (bias, lanes) = (
+            _mm256_set1_ps(bias),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        for g in (0..row.len().div_ceil(4)).step_by(8) {
             // SAFETY: the loads read `columns[x][g .. g + 8]`, `g + 8 <= BLOCK + 8`;
-            // the stores write `y[4g .. 4g + 32]`, `4g + 32 <= 4 * BLOCK + 32`.
+            // the stores are masked to the lanes below `left`, inside `row`.
             unsafe {
                 let m: [__m256; 6] =
                     std::array::from_fn(|x| _mm256_loadu_ps(columns[x][g..].as_ptr()));
@@ -812,11 +857,18 @@ mod x86 {
                     _mm256_shuffle_ps::<0x44>(b, d),
                     _mm256_shuffle_ps::<0xEE>(b, d),
                 );
-                let out = y[4 * g..].as_mut_ptr();
-                _mm256_storeu_ps(out, _mm256_permute2f128_ps::<0x20>(e0, e1));
-                _mm256_storeu_ps(out.add(8), _mm256_permute2f128_ps::<0x20>(e2, e3));
-                _mm256_storeu_ps(out.add(16), _mm256_permute2f128_ps::<0x31>(e0, e1));
-                _mm256_storeu_ps(out.add(24), _mm256_permute2f128_ps::<0x31>(e2, e3));
+                let out = [
+                    _mm256_permute2f128_ps::<0x20>(e0, e1),
+                    _mm256_permute2f128_ps::<0x20>(e2, e3),
+                    _mm256_permute2f128_ps::<0x31>(e0, e1),
+                    _mm256_permute2f128_ps::<0x31>(e2, e3),
+                ];
+                let left = (row.len() - 4 * g) as i32;
+                let at = row.as_mut_ptr().add(4 * g);
+                for (q, v) in out.into_iter().enumerate() {
+                    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left - 8 * q as i32), lanes);
+                    _mm256_maskstore_ps(at.wrapping_add(8 * q), mask, v);
+                }
             }
         }
     }
@@ -1179,15 +1231,14 @@ mod tests {
                 .map(|x| std::array::from_fn(|t| values(BLOCK + 8, 100 + x)[t]))
                 .collect();
             let columns = std::array::from_fn(|x| &s[x]);
-            let (mut want, mut got) = ([0f32; 4 * BLOCK + 32], [0f32; 4 * BLOCK + 32]);
-            at_across_f4(columns, nt, 0.25, &mut want);
-            // SAFETY: AVX2 is present; `y` is `4 * BLOCK + 32` floats.
-            unsafe { x86::at_across_f4(columns, nt, 0.25, &mut got) };
-            assert_eq!(
-                bits(&got[..4 * nt]),
-                bits(&want[..4 * nt]),
-                "output step, {nt} tiles"
-            );
+            // A row of whole tiles, and one clipped short of its last tile.
+            for len in [4 * nt, (4 * nt).saturating_sub(3)] {
+                let (mut want, mut got) = (vec![f32::NAN; 4 * BLOCK], vec![f32::NAN; 4 * BLOCK]);
+                at_across_f4(columns, 0.25, &mut want[..len]);
+                // SAFETY: AVX2 is present; the row is at most `4 * BLOCK` floats.
+                unsafe { x86::at_across_f4(columns, 0.25, &mut got[..len]) };
+                assert_eq!(bits(&got), bits(&want), "output step, {len} columns");
+            }
         }
     }
 }
