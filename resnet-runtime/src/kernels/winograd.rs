@@ -587,35 +587,32 @@ fn transform_input_tiles_f4(
     block: &mut [f32],
     to: Dest,
 ) {
-    let (h, w, pad) = (p.in_h as isize, p.in_w as isize, p.padding as isize);
+    let (h, w, pad) = (p.in_h, p.in_w, p.padding as isize);
     // Padded columns 4 t0 .. 4 t0 + width are input columns from x0; rows
-    // and columns in the padding stay zero for every channel.
+    // and columns in the padding are zero.
     let width = 4 * nt + 2;
     let x0 = (4 * t0) as isize - pad;
-    let lo = (-x0).clamp(0, width as isize);
-    let hi = (w - x0).clamp(lo, width as isize);
-    // Rows 30 floats longer than a run's columns: the AVX2 step reads eight
+    let rows: [Option<usize>; 6] = std::array::from_fn(|i| {
+        let iy = (4 * ty + i) as isize - pad;
+        (0..h as isize).contains(&iy).then_some(iy as usize)
+    });
+    // Rows 30 floats longer than a run's columns: the AVX2 steps read eight
     // from each of eight tiles' starts, past the run's end in its last group.
     let mut d = [[0f32; 4 * BLOCK + 32]; 6];
     let mut r = [[0f32; 4 * BLOCK + 32]; 6];
-    for (c, plane) in planes.chunks_exact((h * w) as usize).enumerate() {
-        for (i, row) in d.iter_mut().enumerate() {
-            let iy = (4 * ty + i) as isize - pad;
-            if (0..h).contains(&iy) && hi > lo {
-                let from = (iy * w + x0 + lo) as usize;
-                row[lo as usize..hi as usize].copy_from_slice(&plane[from..][..(hi - lo) as usize]);
-            }
-        }
+    for (c, plane) in planes.chunks_exact(h * w).enumerate() {
         // B^T d, down the rows.
-        for x in 0..width {
-            let column = [d[0][x], d[1][x], d[2][x], d[3][x], d[4][x], d[5][x]];
-            r[0][x] = bt::<0>(column);
-            r[1][x] = bt::<1>(column);
-            r[2][x] = bt::<2>(column);
-            r[3][x] = bt::<3>(column);
-            r[4][x] = bt::<4>(column);
-            r[5][x] = bt::<5>(column);
+        let input = std::array::from_fn(|i| rows[i].map(|iy| &plane[iy * w..][..w]));
+        #[cfg(target_arch = "x86_64")]
+        if to.avx2 {
+            // SAFETY: the CPU has AVX2 (`Winograd::new` checked); `r`'s rows
+            // hold `width + 7` floats.
+            unsafe { x86::bt_down_f4(input, x0, width, &mut r) };
+        } else {
+            bt_down_f4(input, x0, width, &mut d, &mut r);
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        bt_down_f4(input, x0, width, &mut d, &mut r);
         // (B^T d) B, across the columns, written straight into each position.
         let block = &mut block[c * to.channel_step..];
         for (k, r) in r.iter().enumerate() {
@@ -635,6 +632,37 @@ fn transform_input_tiles_f4(
             bt_across::<4>(r, column(block, stride, 6 * k + 4, at, nt));
             bt_across::<5>(r, column(block, stride, 6 * k + 5, at, nt));
         }
+    }
+}
+
+/// `B^T d` of F(4x4, 3x3) down the rows: `r[k][x] = bt::<k>(d[i][x] for
+/// i < 6)` for `x < width`, row `i` of `d` being `input[i]` (`None`: all
+/// padding) from column `x0`, zero outside it. `d` is the padded rows'
+/// space, its columns outside the input zero from the start.
+fn bt_down_f4(
+    input: [Option<&[f32]>; 6],
+    x0: isize,
+    width: usize,
+    d: &mut [[f32; 4 * BLOCK + 32]; 6],
+    r: &mut [[f32; 4 * BLOCK + 32]; 6],
+) {
+    for (row, input) in d.iter_mut().zip(input) {
+        let Some(input) = input else { continue };
+        let lo = (-x0).clamp(0, width as isize) as usize;
+        let hi = (input.len() as isize - x0).clamp(lo as isize, width as isize) as usize;
+        if hi > lo {
+            let from = (x0 + lo as isize) as usize;
+            row[lo..hi].copy_from_slice(&input[from..][..hi - lo]);
+        }
+    }
+    for x in 0..width {
+        let column = [d[0][x], d[1][x], d[2][x], d[3][x], d[4][x], d[5][x]];
+        r[0][x] = bt::<0>(column);
+        r[1][x] = bt::<1>(column);
+        r[2][x] = bt::<2>(column);
+        r[3][x] = bt::<3>(column);
+        r[4][x] = bt::<4>(column);
+        r[5][x] = bt::<5>(column);
     }
 }
 
@@ -765,10 +793,11 @@ fn at_across_f4(columns: [&[f32; BLOCK + 8]; 6], bias: f32, row: &mut [f32]) {
 /// runs loops of a run's few tiles (7 at 14x14) with strided loads and
 /// stores. F(2x2): the whole input transform, the input rows split into
 /// even and odd columns in registers, and the output's step across the
-/// columns. F(4x4): the input's step across the columns, each row's
-/// windows transposed so that column `x` of every tile is one vector, and
-/// the whole output transform, its rows transposed back and stored
-/// straight into the plane. The arithmetic is the portable code's,
+/// columns. F(4x4): the input transform's step down the rows straight from
+/// the plane with masked loads, and its step across the columns, each
+/// row's windows transposed so that column `x` of every tile is one vector;
+/// the whole output transform, its rows transposed back and stored straight
+/// into the plane. The arithmetic is the portable code's,
 /// operation for operation, so the results are the same to the bit.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -790,6 +819,50 @@ mod x86 {
             1 => add(sub(m1, m2), mul(two, sub(m3, m4))),
             2 => add(add(m1, m2), mul(four, add(m3, m4))),
             _ => add(add(sub(m1, m2), mul(eight, sub(m3, m4))), m5),
+        }
+    }
+
+    /// [`super::bt_down_f4`], eight columns a vector, with no copy of the
+    /// rows: masked loads read only the columns inside them.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `width + 7 <= 4 * BLOCK + 32`; rows are
+    /// shorter than `i32::MAX`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn bt_down_f4(
+        rows: [Option<&[f32]>; 6],
+        x0: isize,
+        width: usize,
+        r: &mut [[f32; 4 * BLOCK + 32]; 6],
+    ) {
+        assert!(width + 7 <= 4 * BLOCK + 32);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for x in (0..width).step_by(8) {
+            let from = x0 + x as isize;
+            let d: [__m256; 6] = std::array::from_fn(|i| match rows[i] {
+                Some(row) => {
+                    let at = _mm256_add_epi32(_mm256_set1_epi32(from as i32), lanes);
+                    let inside = _mm256_and_si256(
+                        _mm256_cmpgt_epi32(at, _mm256_set1_epi32(-1)),
+                        _mm256_cmpgt_epi32(_mm256_set1_epi32(row.len() as i32), at),
+                    );
+                    // SAFETY: the mask leaves only lanes inside `row`.
+                    unsafe { _mm256_maskload_ps(row.as_ptr().wrapping_offset(from), inside) }
+                }
+                None => _mm256_setzero_ps(),
+            });
+            let outs = [
+                bt::<0>(d),
+                bt::<1>(d),
+                bt::<2>(d),
+                bt::<3>(d),
+                bt::<4>(d),
+                bt::<5>(d),
+            ];
+            for (r, v) in r.iter_mut().zip(outs) {
+                // SAFETY: `x + 8 <= width + 7`, inside the row.
+                unsafe { _mm256_storeu_ps(r[x..].as_mut_ptr(), v) };
+            }
         }
     }
 
