@@ -836,29 +836,13 @@ mod x86 {
         r: &mut [[f32; 4 * BLOCK + 32]; 6],
     ) {
         assert!(width + 7 <= 4 * BLOCK + 32);
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for x in (0..width).step_by(8) {
             let from = x0 + x as isize;
             let d: [__m256; 6] = std::array::from_fn(|i| match rows[i] {
-                Some(row) => {
-                    let at = _mm256_add_epi32(_mm256_set1_epi32(from as i32), lanes);
-                    let inside = _mm256_and_si256(
-                        _mm256_cmpgt_epi32(at, _mm256_set1_epi32(-1)),
-                        _mm256_cmpgt_epi32(_mm256_set1_epi32(row.len() as i32), at),
-                    );
-                    // SAFETY: the mask leaves only lanes inside `row`.
-                    unsafe { _mm256_maskload_ps(row.as_ptr().wrapping_offset(from), inside) }
-                }
+                Some(row) => row_at(row, from),
                 None => _mm256_setzero_ps(),
             });
-            let outs = [
-                bt::<0>(d),
-                bt::<1>(d),
-                bt::<2>(d),
-                bt::<3>(d),
-                bt::<4>(d),
-                bt::<5>(d),
-            ];
+            let outs = bt_rows(d);
             for (r, v) in r.iter_mut().zip(outs) {
                 // SAFETY: `x + 8 <= width + 7`, inside the row.
                 unsafe { _mm256_storeu_ps(r[x..].as_mut_ptr(), v) };
@@ -946,6 +930,35 @@ mod x86 {
         }
     }
 
+    /// All six rows of `B^T` on six columns of eight tiles.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn bt_rows(c: [__m256; 6]) -> [__m256; 6] {
+        [
+            bt::<0>(c),
+            bt::<1>(c),
+            bt::<2>(c),
+            bt::<3>(c),
+            bt::<4>(c),
+            bt::<5>(c),
+        ]
+    }
+
+    /// Eight floats of `row` from `from`, zero where they fall outside it
+    /// (those lanes are neither read nor faulted on).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn row_at(row: &[f32], from: isize) -> __m256 {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let at = _mm256_add_epi32(_mm256_set1_epi32(from as i32), lanes);
+        let inside = _mm256_and_si256(
+            _mm256_cmpgt_epi32(at, _mm256_set1_epi32(-1)),
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(row.len() as i32), at),
+        );
+        // SAFETY: the mask leaves only lanes inside `row`.
+        unsafe { _mm256_maskload_ps(row.as_ptr().wrapping_offset(from), inside) }
+    }
+
     /// Row `J` of `B^T` on six columns of eight tiles; [`super::bt`] in order.
     #[target_feature(enable = "avx2")]
     #[inline]
@@ -987,14 +1000,7 @@ mod x86 {
                     columns[0], columns[1], columns[2], columns[3], columns[4], columns[5],
                 ];
                 let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((nt - g) as i32), lanes);
-                let ys = [
-                    bt::<0>(six),
-                    bt::<1>(six),
-                    bt::<2>(six),
-                    bt::<3>(six),
-                    bt::<4>(six),
-                    bt::<5>(six),
-                ];
+                let ys = bt_rows(six);
                 for (j, y) in ys.into_iter().enumerate() {
                     _mm256_maskstore_ps(out.as_mut_ptr().add(j * stride + g), mask, y);
                 }
@@ -1027,17 +1033,7 @@ mod x86 {
             for (d, row) in d.iter_mut().zip(rows) {
                 let Some(row) = row else { continue };
                 let from = x0 + 2 * g as isize;
-                // Lanes `l` with `from + l` inside the row; masked-off lanes
-                // are neither read nor faulted on.
-                let load = |from: isize| {
-                    let at = _mm256_add_epi32(_mm256_set1_epi32(from as i32), lanes);
-                    let inside = _mm256_and_si256(
-                        _mm256_cmpgt_epi32(at, _mm256_set1_epi32(-1)),
-                        _mm256_cmpgt_epi32(_mm256_set1_epi32(row.len() as i32), at),
-                    );
-                    // SAFETY: the mask leaves only lanes inside `row`.
-                    unsafe { _mm256_maskload_ps(row.as_ptr().wrapping_offset(from), inside) }
-                };
+                let load = |from| row_at(row, from);
                 let (a, b) = (load(from), load(from + 8));
                 let (a1, b1) = (load(from + 2), load(from + 10));
                 *d = [even(a, b), odd(a, b), even(a1, b1), odd(a1, b1)];
