@@ -161,11 +161,11 @@ pub fn avg_pool_linear(
         .for_each(|(task, logits)| {
             let first = task * CLASSES_PER_TASK;
             let rows = &weight[first * c..][..logits.len() / n * c];
-            if avx512 {
+            match avx512 {
                 // SAFETY: `Isa::best` found AVX-512F on this CPU.
-                unsafe { dots_avx512(rows, means, c, logits) };
-            } else {
-                dots(rows, means, c, logits);
+                #[cfg(target_arch = "x86_64")]
+                true => unsafe { dots_avx512(rows, means, c, logits) },
+                _ => dots(rows, means, c, logits),
             }
             for (class, logits) in logits.chunks_exact_mut(n).enumerate() {
                 logits.iter_mut().for_each(|l| *l += bias[first + class]);
