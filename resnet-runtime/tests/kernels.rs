@@ -231,7 +231,7 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
             // Patches deeper than one block of `K` (so a block starts inside
             // a channel's taps), from rows narrower and wider than a panel.
             2 => {
-                (p.kernel, p.padding, p.in_channels, p.groups) = (3, 1, 40, 1);
+                (p.kernel, p.padding, p.in_channels, p.groups) = (3, 1, 60, 1);
                 p.in_w = [9, 40, 70][case / 6 % 3];
             }
             // Stem-like: a wide, strided kernel over rows of several tiles,
@@ -263,6 +263,7 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
                 *v = v.max(0.0);
             }
         }
+        let largest_scale = scale.fold(0f64, |m, &s| m.max(s));
         for isa in Isa::supported() {
             for strategy in strategies.into_iter().filter(|s| s.fits(&p)) {
                 ran[strategy as usize] += 1;
@@ -280,10 +281,15 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
                         &mut workspace,
                         threads,
                     );
-                    // Winograd's transforms add a few roundings per term.
-                    let tol = match strategy {
-                        ConvStrategy::Winograd | ConvStrategy::Winograd4x4 => 1e-5,
-                        _ => 1e-6,
+                    // Winograd's transforms add a few roundings per term,
+                    // and spread them over a tile's outputs: an output that
+                    // sees only padding still gets its tile's rounding. So
+                    // its error is held to the largest scale of all.
+                    let (tol, scale) = match strategy {
+                        ConvStrategy::Winograd | ConvStrategy::Winograd4x4 => {
+                            (1e-5, scale.mapv(|_| largest_scale))
+                        }
+                        _ => (1e-6, scale.clone()),
                     };
                     assert_close(
                         &out,
