@@ -482,6 +482,13 @@ enum ConvB<'a> {
 }
 
 impl PackB for ConvB<'_> {
+    fn pack_cost(&self) -> usize {
+        match self {
+            ConvB::Dense(b) => b.pack_cost(),
+            ConvB::Patches(b) => b.pack_cost(),
+        }
+    }
+
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
         match self {
             ConvB::Dense(b) => b.pack(k0, kc, n0, nc, nr, out),
@@ -506,6 +513,17 @@ struct Patches<'a> {
 }
 
 impl PackB for Patches<'_> {
+    /// A strided 1x1 layer's patches reuse nothing: every packed value is a
+    /// gather from a different place in the input, which tasks that share
+    /// columns would each gather again.
+    fn pack_cost(&self) -> usize {
+        if self.params.kernel == 1 && self.params.stride > 1 {
+            4
+        } else {
+            2
+        }
+    }
+
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
         let ConvParams {
             kernel,

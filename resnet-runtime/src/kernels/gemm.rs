@@ -233,6 +233,12 @@ pub trait PackB: Sync {
     /// panel `j` (columns `n0 + j * nr ..`) at `out[j * kc * nr ..]`, `nr`
     /// values per row; columns past `n0 + nc` are zero.
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]);
+
+    /// What packing a column of `B` costs, in row panels' worth of
+    /// multiply-adds (see `Split`): 2 for a copy.
+    fn pack_cost(&self) -> usize {
+        2
+    }
 }
 
 /// A row-major matrix as `B`: row `k` starts at `data[k * ld]`.
@@ -389,7 +395,7 @@ struct Split {
 }
 
 impl Split {
-    fn new(m: usize, n: usize, jobs: usize, isa: Isa, threads: usize) -> Split {
+    fn new(m: usize, n: usize, jobs: usize, isa: Isa, threads: usize, pack_cost: usize) -> Split {
         let (mr, nr) = isa.tile();
         let cut = |wanted: usize, columns_first: bool| {
             // Column blocks of whole panels, as even as their count allows.
@@ -420,14 +426,14 @@ impl Split {
             cut(wanted(1), false),
         ]
         .into_iter()
-        .min_by_key(|split| split.busiest(jobs, isa, threads))
+        .min_by_key(|split| split.busiest(jobs, isa, threads, pack_cost))
         .expect("four candidates")
     }
 
     /// Work of the busiest thread: for each of its tasks, its row panels
     /// times their work across its columns ([`row_work`]), plus packing its
     /// columns (counted as two whole row panels' worth).
-    fn busiest(&self, jobs: usize, isa: Isa, threads: usize) -> usize {
+    fn busiest(&self, jobs: usize, isa: Isa, threads: usize, pack_cost: usize) -> usize {
         let (mr, nr) = isa.tile();
         let total = jobs * self.per_job();
         let threads = threads.min(total).max(1);
@@ -437,7 +443,7 @@ impl Split {
                     .map(|t| {
                         let (_, (r0, r1), (c0, c1)) = self.task(t);
                         let rows = (r1 - r0).div_ceil(mr);
-                        rows * isa.row_work(c1 - c0) + 2 * (c1 - c0).next_multiple_of(nr)
+                        rows * isa.row_work(c1 - c0) + pack_cost * (c1 - c0).next_multiple_of(nr)
                     })
                     .sum::<usize>()
             })
@@ -493,7 +499,7 @@ pub(crate) unsafe fn run_jobs<'a, B, F>(
         workspace.len(),
         workspace_len(threads)
     );
-    let split = Split::new(first.a.m, first.n, count, isa, threads);
+    let split = Split::new(first.a.m, first.n, count, isa, threads, first.b.pack_cost());
     let shape = (first.a.m, first.a.k, first.n, isa);
     let total = count * split.per_job();
     let threads = threads.min(total);
