@@ -432,7 +432,8 @@ impl Split {
 
     /// Work of the busiest thread: for each of its tasks, its row panels
     /// times their work across its columns ([`row_work`]), plus packing its
-    /// columns (counted as two whole row panels' worth).
+    /// columns (counted as `pack_cost` whole row panels' worth, see
+    /// [`PackB::pack_cost`]).
     fn busiest(&self, jobs: usize, isa: Isa, threads: usize, pack_cost: usize) -> usize {
         let (mr, nr) = isa.tile();
         let total = jobs * self.per_job();
