@@ -111,7 +111,7 @@ pub(crate) fn forward<'a>(
     workspace: &mut [f32],
     threads: usize,
 ) {
-    let split = SplitInput::new(p);
+    let (split, threads) = (SplitInput::new(p), threads.max(1));
     let (oh, ow) = p.out_hw();
     let in_len = p.in_channels * p.in_h * p.in_w;
     let out_len = p.out_channels * oh * ow;
