@@ -4,6 +4,7 @@
 //! masks do the zero padding and the run's ragged ends, which the portable
 //! versions spend most of their time on for runs as short as a patch row's.
 
+use super::elementwise::zip_strided;
 use super::gemm::Isa;
 
 /// `dst[t] = row[x0 + t * stride]` where that index lies in `row`, else 0.
@@ -29,20 +30,9 @@ pub(crate) fn strided_run_portable(dst: &mut [f32], row: &[f32], x0: isize, stri
         let (from, dst) = ((x0 + (lo * stride) as isize) as usize, &mut dst[lo..hi]);
         match stride {
             1 => dst.copy_from_slice(&row[from..from + dst.len()]),
-            // Stride 2 with the stride a constant, so that the copy vectorises.
-            2 => copy_strided(dst, &row[from..], 2),
-            s => copy_strided(dst, &row[from..], s),
+            s => zip_strided(dst, &row[from..], s, |d, x| *d = x),
         }
     }
-}
-
-/// `dst[t] = src[t * stride]` for every `t` of `dst`.
-#[inline(always)]
-fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
-    // `for_each`, not a `for` loop: `StepBy` folds into a loop that vectorises.
-    dst.iter_mut()
-        .zip(src.iter().step_by(stride))
-        .for_each(|(d, &x)| *d = x);
 }
 
 /// The `t` in `0..run` for which `x0 + t * stride` lies in `0..len`, as
