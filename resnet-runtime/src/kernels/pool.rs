@@ -1,8 +1,12 @@
 //! Pooling and the classifier head.
 
 use super::elementwise::zip_strided;
-use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
+use super::gemm::Isa;
+use ndarray::{
+    ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis,
+};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Max pooling over `kernel x kernel` windows with `stride` and `padding`
 /// (padding never wins, as in PyTorch): `x` is `[N, C, H, W]`, `out`
@@ -13,10 +17,20 @@ use rayon::prelude::*;
 /// (`padding >= kernel`).
 pub fn max_pool2d(
     x: ArrayView4<f32>,
-    mut out: ArrayViewMut4<f32>,
+    out: ArrayViewMut4<f32>,
     kernel: usize,
     stride: usize,
     padding: usize,
+) {
+    max_pool2d_on(Isa::best(), x, out, (kernel, stride, padding));
+}
+
+/// [`max_pool2d`] with the instruction set `isa` (supported by this CPU).
+fn max_pool2d_on(
+    isa: Isa,
+    x: ArrayView4<f32>,
+    mut out: ArrayViewMut4<f32>,
+    (kernel, stride, padding): (usize, usize, usize),
 ) {
     let (n, c, h, w) = x.dim();
     assert!(
@@ -33,15 +47,8 @@ pub fn max_pool2d(
         x.dim()
     );
     let x = x.to_slice().expect("input in standard layout");
-    let out = out.as_slice_mut().expect("output in standard layout");
-    // Window `o` covers `o * stride - padding ..` clipped to `0..len`.
-    let window = |o: usize, len: usize| {
-        let start = (o * stride).saturating_sub(padding);
-        let end = (o * stride + kernel - padding).min(len);
-        start..end
-    };
-    // The columns whose windows lie wholly inside the row go by chunks
-    // (below), the rest window by window.
+    // The columns whose windows lie wholly inside the row go by chunks, the
+    // rest window by window.
     let lo = padding.div_ceil(stride).min(ow);
     let hi = (w + padding)
         .checked_sub(kernel)
@@ -50,48 +57,123 @@ pub fn max_pool2d(
         (Some(room), true) => (lo..hi, room / stride + 1),
         _ => (0..0, 1),
     };
-    out.par_chunks_mut(oh * ow)
-        .zip(x.par_chunks(h * w))
-        .for_each(|(out, plane)| {
-            let mut column_max = [0f32; ROW_CHUNK];
-            for (oy, out) in out.chunks_exact_mut(ow).enumerate() {
-                let rows = window(oy, h);
-                // The window's rows reduced to one first, each input read once
-                // and contiguously; then each output is the max of `kernel`
-                // neighbours of that row, taken as `kernel` strided passes.
-                for x0 in inside.clone().step_by(per_chunk) {
-                    let n = per_chunk.min(inside.end - x0);
-                    let (from, len) = (x0 * stride - padding, (n - 1) * stride + kernel);
-                    let column_max = &mut column_max[..len];
-                    let row = |y: usize| &plane[y * w + from..][..len];
-                    // The first two rows combined, not the first copied: a copy's
-                    // stores, of other widths than the loads after them, stall
-                    // those loads. (Starting from -inf skips a NaN in either.)
-                    let (first, second) =
-                        (row(rows.start), row((rows.start + 1).min(rows.end - 1)));
-                    for ((m, &a), &b) in column_max.iter_mut().zip(first).zip(second) {
-                        *m = max(max(f32::NEG_INFINITY, a), b);
-                    }
-                    for y in rows.start + 2..rows.end {
-                        for (m, &v) in column_max.iter_mut().zip(row(y)) {
-                            *m = max(*m, v);
-                        }
-                    }
-                    let out = &mut out[x0..x0 + n];
-                    zip_strided(out, column_max, stride, |o, v| *o = v);
-                    for kx in 1..kernel {
-                        zip_strided(out, &column_max[kx..], stride, |o, v| *o = max(*o, v));
-                    }
-                }
-                for ox in (0..inside.start).chain(inside.end..ow) {
-                    let cols = window(ox, w);
-                    out[ox] = rows
-                        .clone()
-                        .flat_map(|y| &plane[y * w + cols.start..y * w + cols.end])
-                        .fold(f32::NEG_INFINITY, |m, &v| max(m, v));
+    let pool = MaxPool {
+        kernel,
+        stride,
+        padding,
+        in_hw: (h, w),
+        out_w: ow,
+        inside,
+        per_chunk,
+        // ResNet's pool, 3x3 with stride 2, has a kernel of its own.
+        avx512: kernel == 3 && stride == 2 && padding <= 1 && isa == Isa::Avx512,
+    };
+    let threads = rayon::current_num_threads();
+    for (image, out) in x.chunks_exact(c * h * w).zip(out.outer_iter_mut()) {
+        pool.bands(image, out, 0, threads);
+    }
+}
+
+/// One max pool's shape, and how its rows are computed.
+struct MaxPool {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    in_hw: (usize, usize),
+    out_w: usize,
+    /// The outputs whose windows lie wholly inside the row: they go
+    /// `per_chunk` at a time.
+    inside: Range<usize>,
+    per_chunk: usize,
+    /// Whether `x86::max_pool_3x3s2_row` computes the rows.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    avx512: bool,
+}
+
+impl MaxPool {
+    /// The part of window `o` inside `0..len`.
+    fn window(&self, o: usize, len: usize) -> Range<usize> {
+        let start = (o * self.stride).saturating_sub(self.padding);
+        let end = (o * self.stride + self.kernel - self.padding).min(len);
+        start..end
+    }
+
+    /// Output rows `first ..` of one image, all channels (`out` is
+    /// `[C, rows, OW]`), in `parts` bands of rows run in parallel: the
+    /// bands the convolution before wrote on the same threads, so each
+    /// thread reads what is in its own cache.
+    fn bands(&self, image: &[f32], mut out: ArrayViewMut3<f32>, first: usize, parts: usize) {
+        let rows = out.dim().1;
+        if parts > 1 && rows > 1 {
+            let mid = rows * (parts / 2) / parts;
+            let (top, bottom) = out.split_at(Axis(1), mid);
+            rayon::join(
+                || self.bands(image, top, first, parts / 2),
+                || self.bands(image, bottom, first + mid, parts - parts / 2),
+            );
+            return;
+        }
+        let (h, w) = self.in_hw;
+        for (plane, mut out) in image.chunks_exact(h * w).zip(out.outer_iter_mut()) {
+            let out = out.as_slice_mut().expect("rows of a plane lie together");
+            for (oy, out) in out.chunks_exact_mut(self.out_w).enumerate() {
+                self.row(plane, first + oy, out);
+            }
+        }
+    }
+
+    /// Output row `oy` of one channel `plane`.
+    fn row(&self, plane: &[f32], oy: usize, out: &mut [f32]) {
+        let (kernel, stride, padding) = (self.kernel, self.stride, self.padding);
+        let ((h, w), inside) = (self.in_hw, self.inside.clone());
+        let rows = self.window(oy, h);
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: `max_pool2d_on`'s caller checked AVX-512F; the plane
+            // holds `rows` (inside `0..h`) of `w` columns each.
+            unsafe { x86::max_pool_3x3s2_row(out, plane, w, rows, padding) };
+            return;
+        }
+        // The window's rows reduced to one first, each input read once and
+        // contiguously; then each output is the max of `kernel` neighbours
+        // of that row, taken as `kernel` strided passes.
+        let mut column_max = [0f32; ROW_CHUNK];
+        for x0 in inside.clone().step_by(self.per_chunk) {
+            let n = self.per_chunk.min(inside.end - x0);
+            let (from, len) = (x0 * stride - padding, (n - 1) * stride + kernel);
+            let column_max = &mut column_max[..len];
+            let row = |y: usize| &plane[y * w + from..][..len];
+            // The first two rows combined, not the first copied: a copy's
+            // stores, of other widths than the loads after them, stall
+            // those loads. (Starting from -inf skips a NaN in either.)
+            let (first, second) = (row(rows.start), row((rows.start + 1).min(rows.end - 1)));
+            for ((m, &a), &b) in column_max.iter_mut().zip(first).zip(second) {
+                *m = max(max(f32::NEG_INFINITY, a), b);
+            }
+            for y in rows.start + 2..rows.end {
+                for (m, &v) in column_max.iter_mut().zip(row(y)) {
+                    *m = max(*m, v);
                 }
             }
-        });
+            let out = &mut out[x0..x0 + n];
+            zip_strided(out, column_max, stride, |o, v| *o = v);
+            for kx in 1..kernel {
+                zip_strided(out, &column_max[kx..], stride, |o, v| *o = max(*o, v));
+            }
+        }
+        // The same order at the edges, columns of row maxima, so that every
+        // path gives the same bits (a max that ties 0.0 with -0.0 keeps the
+        // one it met first).
+        for ox in (0..inside.start).chain(inside.end..out.len()) {
+            out[ox] = self
+                .window(ox, w)
+                .map(|x| {
+                    let column = rows.clone().map(|y| plane[y * w + x]);
+                    column.fold(f32::NEG_INFINITY, max)
+                })
+                .fold(f32::NEG_INFINITY, max);
+        }
+    }
 }
 
 /// Input columns [`max_pool2d`] reduces over rows at a time; wider windows
@@ -243,9 +325,120 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// One output row of a 3x3 max pool with stride 2: `out[o]` is the
+    /// max over `rows` of `plane` (`w` columns a row) and the columns
+    /// `2 o - padding ..= 2 o + 2 - padding` inside `0..w`, 16 outputs at a
+    /// time. Each 16 input columns are reduced over the rows once (masked
+    /// loads put -inf in the padding); the even and odd columns of 32 are
+    /// then each output's left and middle, the next even column its right.
+    /// The maxima are taken in [`super::max_pool2d`]'s order, so the bits
+    /// are the same.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `plane` holds `rows.end <= plane.len() / w`
+    /// rows, and `rows` is not empty.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max_pool_3x3s2_row(
+        out: &mut [f32],
+        plane: &[f32],
+        w: usize,
+        rows: Range<usize>,
+        padding: usize,
+    ) {
+        debug_assert!(!rows.is_empty() && rows.end * w <= plane.len());
+        let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+        // Columns `x0 .. x0 + 16`, each reduced over the rows.
+        let column_max = |x0: isize| {
+            let lo = (-x0).clamp(0, 16);
+            let hi = (w as isize - x0).clamp(lo, 16);
+            let lanes = ((1u32 << hi) - (1u32 << lo)) as __mmask16;
+            let mut m = neg_inf;
+            for y in rows.clone() {
+                // SAFETY: the lanes of `lanes` read columns inside `0..w` of
+                // row `y`, inside the plane (the pointer itself may lie
+                // outside it, but a masked-off lane is never touched).
+                let v = unsafe {
+                    let at = plane.as_ptr().wrapping_add(y * w).wrapping_offset(x0);
+                    _mm512_mask_loadu_ps(neg_inf, lanes, at)
+                };
+                m = _mm512_max_ps(v, m);
+            }
+            m
+        };
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let mut x0 = -(padding as isize);
+        let mut low = column_max(x0);
+        for o0 in (0..out.len()).step_by(16) {
+            let high = column_max(x0 + 16);
+            let next = column_max(x0 + 32);
+            let left = _mm512_permutex2var_ps(low, even, high);
+            let middle = _mm512_permutex2var_ps(low, odd, high);
+            // The left columns one output on: the last from `next`.
+            let right = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                _mm512_castps_si512(next),
+                _mm512_castps_si512(left),
+            ));
+            let v = _mm512_max_ps(right, _mm512_max_ps(middle, left));
+            let n = (out.len() - o0).min(16);
+            // SAFETY: outputs `o0 .. o0 + n` of `out`.
+            unsafe {
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(o0), ((1u32 << n) - 1) as __mmask16, v)
+            };
+            (x0, low) = (x0 + 32, next);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::Array4;
+
+    /// Every instruction set's max pool against the portable one, to the
+    /// bit: rows and columns around each multiple of 16, both paddings, and
+    /// inputs with NaN, -inf and zeros of both signs (a tie of 0.0 with
+    /// -0.0 keeps the first one met, so the order of the maxima shows).
+    #[test]
+    fn max_pool_matches_the_portable_one_on_every_isa() {
+        let values = [
+            f32::NAN,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            -1.0,
+            0.0,
+            -0.0,
+            1.5,
+            -0.0,
+            0.0,
+            -2.0,
+        ];
+        for isa in Isa::supported() {
+            for (h, w, padding) in [(1, 2, 1), (3, 3, 0), (3, 1, 1), (5, 16, 1), (4, 17, 0)]
+                .into_iter()
+                .chain([15, 16, 31, 32, 33, 34, 35, 64, 112, 113].map(|w| (7, w, 1)))
+                .chain([31, 32, 33, 112].map(|w| (6, w, 0)))
+            {
+                let x = Array4::from_shape_fn((2, 3, h, w), |(n, c, y, x)| {
+                    let i = ((n * 3 + c) * h + y) * w + x;
+                    values[i * 7919 % 97 % values.len()]
+                });
+                let (oh, ow) = ((h + 2 * padding - 3) / 2 + 1, (w + 2 * padding - 3) / 2 + 1);
+                let (mut want, mut got) =
+                    (Array4::zeros((2, 3, oh, ow)), Array4::zeros((2, 3, oh, ow)));
+                max_pool2d_on(Isa::Portable, x.view(), want.view_mut(), (3, 2, padding));
+                max_pool2d_on(isa, x.view(), got.view_mut(), (3, 2, padding));
+                let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{isa:?} {h}x{w} padding {padding}");
+            }
+        }
+    }
 
     /// The head's dot products compiled for AVX-512 are the portable ones
     /// to the bit: the same operations in the same order, wider.
