@@ -18,6 +18,7 @@ use super::gemm::{Block, Epilogue, Isa, PackedWeights, SendPtr, KC, MAX_NR};
 #[cfg(target_arch = "x86_64")]
 use super::micro::{Avx2, Avx512};
 use super::micro::{MicroKernel, Portable};
+use super::parallel::on_each;
 use rayon::prelude::*;
 
 /// Where the split copy of one image keeps each padded row's phases.
@@ -149,11 +150,7 @@ pub(crate) fn forward<'a>(
                 _ => job.run::<Portable>(rows(t)),
             }
         };
-        if threads <= 1 {
-            work(0);
-        } else {
-            (0..threads).into_par_iter().for_each(work);
-        }
+        on_each(threads, work);
     }
 }
 

@@ -15,6 +15,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::micro::{Avx2, Avx512};
 use super::micro::{MicroKernel, Portable, TileEpilogue, THIN_PANELS};
+use super::parallel::join_awake;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -522,8 +523,9 @@ pub(crate) unsafe fn run_jobs<'a, B, F>(
 
 /// Calls `work((thread, scratch))` for each of `threads` threads, each with
 /// its own `floats` of scratch from `workspace` (which holds `threads *`
-/// [`per_thread`]`(floats)`), starting on a cache line; a single thread runs
-/// on the caller's. Allocates nothing: rayon's indexed iterators run on `join`.
+/// [`per_thread`]`(floats)`), starting on a cache line; thread 0 is the
+/// caller's, which waits for the others awake ([`join_awake`]).
+/// Allocates nothing: rayon's `join` and indexed iterators don't.
 pub(crate) fn on_threads<F>(workspace: &mut [f32], floats: usize, threads: usize, work: F)
 where
     F: Fn((usize, &mut [f32])) + Send + Sync,
@@ -533,19 +535,22 @@ where
         start..start + floats
     };
     let chunk = per_thread(floats);
-    if threads == 1 {
-        let buffer = &mut workspace[..chunk];
-        let range = aligned(buffer);
-        work((0, &mut buffer[range]));
-    } else {
-        workspace[..threads * chunk]
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(thread, buffer)| {
-                let range = aligned(buffer);
-                work((thread, &mut buffer[range]));
-            });
-    }
+    let (first, others) = workspace[..threads.max(1) * chunk].split_at_mut(chunk);
+    let range = aligned(first);
+    join_awake(
+        || work((0, &mut first[range])),
+        threads.max(1) - 1,
+        |done| {
+            others
+                .par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(thread, buffer)| {
+                    let range = aligned(buffer);
+                    work((thread + 1, &mut buffer[range]));
+                    done();
+                })
+        },
+    );
 }
 
 /// Runs tasks `tasks` on one thread, with `buffer` for packing `B`.

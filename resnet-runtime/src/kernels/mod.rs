@@ -12,6 +12,7 @@ pub mod elementwise;
 mod gather;
 pub mod gemm;
 mod micro;
+mod parallel;
 pub mod pool;
 mod winograd;
 
