@@ -76,9 +76,9 @@ impl Tile {
 #[derive(Clone, Debug)]
 pub(crate) struct Winograd {
     tile: Tile,
-    /// Whether the F(4x4) input transform takes its columns with AVX2,
-    /// eight tiles at a time (the weights were packed for a SIMD kernel
-    /// and the CPU has AVX2).
+    /// Whether the transforms run on AVX2, eight tiles at a time: the
+    /// weights were packed for a SIMD kernel and the CPU has AVX2 (never
+    /// off x86-64).
     avx2: bool,
     /// `U[ξ]`, `out x in`, one per position `ξ = (i, j)` of the input tile.
     u: Vec<PackedWeights>,
@@ -603,16 +603,16 @@ fn transform_input_tiles_f4(
     for (c, plane) in planes.chunks_exact(h * w).enumerate() {
         // B^T d, down the rows.
         let input = std::array::from_fn(|i| rows[i].map(|iy| &plane[iy * w..][..w]));
-        #[cfg(target_arch = "x86_64")]
         if to.avx2 {
             // SAFETY: the CPU has AVX2 (`Winograd::new` checked); `r`'s rows
             // hold `width + 7` floats.
-            unsafe { x86::bt_down_f4(input, x0, width, &mut r) };
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                x86::bt_down_f4(input, x0, width, &mut r)
+            };
         } else {
             bt_down_f4(input, x0, width, &mut d, &mut r);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        bt_down_f4(input, x0, width, &mut d, &mut r);
         // (B^T d) B, across the columns, written straight into each position.
         let block = &mut block[c * to.channel_step..];
         for (k, r) in r.iter().enumerate() {
@@ -722,16 +722,16 @@ fn transform_output_run_f4(
         let nt = BLOCK.min(run.len - t0);
         let block = &block[run.at + t0..];
         // A^T M, down the rows: s[j][i] is row i of column j.
-        #[cfg(target_arch = "x86_64")]
         if work.avx2 {
             // SAFETY: the CPU has AVX2 (`Winograd::new` checked); position
             // `ξ < 36`'s `nt` values lie in `block` at `ξ * stride`.
-            unsafe { x86::at_down_f4(block, stride, nt, &mut work.s) };
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                x86::at_down_f4(block, stride, nt, &mut work.s)
+            };
         } else {
             at_down_f4(block, stride, nt, &mut work.s);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        at_down_f4(block, stride, nt, &mut work.s);
         // Output columns 4 (tx + t0) .. 4 (tx + t0 + nt), clipped to the plane.
         let (x0, x1) = (4 * (run.tx + t0), (4 * (run.tx + t0 + nt)).min(ow));
         for i in 0..4 {
@@ -743,16 +743,16 @@ fn transform_output_run_f4(
             let columns = [&a0[i], &a1[i], &a2[i], &a3[i], &a4[i], &a5[i]];
             // (A^T M) A, across the columns, the same combinations.
             let (row, b) = (&mut plane[oy * ow + x0..oy * ow + x1], epilogue.bias);
-            #[cfg(target_arch = "x86_64")]
             if work.avx2 {
                 // SAFETY: the CPU has AVX2 (`Winograd::new` checked); the
                 // rows of `s` hold `nt + 7 >= row.len() / 4 + 7` floats.
-                unsafe { x86::at_across_f4(columns, b, row) };
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    x86::at_across_f4(columns, b, row)
+                };
             } else {
                 at_across_f4(columns, b, row);
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            at_across_f4(columns, b, row);
             epilogue.finish(row, oy * ow + x0);
         }
     }
