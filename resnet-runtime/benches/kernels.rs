@@ -115,16 +115,7 @@ fn layers(batch: usize) -> Vec<(&'static str, usize, Layer)> {
         .iter()
         .enumerate()
         .map(|(i, &(name, cin, cout, kernel, stride, side, count))| {
-            let p = ConvParams {
-                in_channels: cin,
-                out_channels: cout,
-                kernel,
-                stride,
-                padding: kernel / 2,
-                groups: 1,
-                in_h: side,
-                in_w: side,
-            };
+            let p = ConvParams::same((cin, cout), kernel, stride, (side, side));
             let (oh, ow) = p.out_hw();
             let w = Array4::from_shape_vec(
                 (cout, cin, kernel, kernel),

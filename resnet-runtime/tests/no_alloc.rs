@@ -50,16 +50,7 @@ fn kernels_allocate_nothing_on_the_hot_path() {
         (ConvStrategy::Winograd, 3, 1),
         (ConvStrategy::Winograd4x4, 3, 1),
     ] {
-        let p = ConvParams {
-            in_channels: 32,
-            out_channels: 48,
-            kernel,
-            stride,
-            padding: kernel / 2,
-            groups: 1,
-            in_h: 30,
-            in_w: 30,
-        };
+        let p = ConvParams::same((32, 48), kernel, stride, (30, 30));
         let (oh, ow) = p.out_hw();
         let conv = Conv2d::with_strategy(
             Isa::best(),

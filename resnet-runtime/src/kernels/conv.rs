@@ -40,6 +40,26 @@ pub struct ConvParams {
 }
 
 impl ConvParams {
+    /// An ungrouped convolution padded by half its kernel, as every ResNet
+    /// convolution is: a stride-1 one keeps the input's size.
+    pub fn same(
+        (in_channels, out_channels): (usize, usize),
+        kernel: usize,
+        stride: usize,
+        (in_h, in_w): (usize, usize),
+    ) -> Self {
+        ConvParams {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            groups: 1,
+            in_h,
+            in_w,
+        }
+    }
+
     /// Output height and width (PyTorch's floor rounding).
     pub fn out_hw(&self) -> (usize, usize) {
         let side = |n: usize| (n + 2 * self.padding - self.kernel) / self.stride + 1;
