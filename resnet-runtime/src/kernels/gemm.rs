@@ -577,93 +577,111 @@ unsafe fn worker<'a, K, B, F>(
             shape,
             "jobs of one call must share a shape"
         );
-        let depth = job.a.k;
-        for k0 in (0..depth).step_by(KC) {
-            let kc = KC.min(depth - k0);
-            let (accumulate, last) = (k0 > 0, k0 + kc == depth);
+        for k0 in (0..job.a.k).step_by(KC) {
+            let kc = KC.min(job.a.k - k0);
             job.b.pack(k0, kc, n0, n1 - n0, K::NR, buffer);
-            // Rows outer: a panel of `A` stays in L1, and the tiles of `C`
-            // (and of the residual) go left to right along `MR` rows, streams
-            // the hardware prefetcher follows. Columns outer went down the
-            // rows, a new page each, and waited on every tile's `C`.
-            let tiled = n1 - thin_columns::<K>(n1 - n0);
-            // The thin columns' packed panel, from its first lane.
-            let thin = {
-                let (panel, lane) = ((tiled - n0) / K::NR, (tiled - n0) % K::NR);
-                buffer[panel * kc * K::NR + lane..].as_ptr()
-            };
-            // Where the kernel can, each row panel's last tile takes the thin
-            // columns along; only a last panel of fewer rows leaves them to
-            // `run_thin`.
-            let extra = (tiled > n0 && n1 - tiled <= K::EXTRA).then_some(n1 - tiled);
-            for i0 in (m0..m1).step_by(K::MR) {
-                let mr = K::MR.min(m1 - i0);
-                let a = job.a.panel(i0 / K::MR, k0).as_ptr();
-                for (p, j0) in (n0..tiled).step_by(K::NR).enumerate() {
-                    let nr = K::NR.min(tiled - j0);
-                    let b = buffer[p * kc * K::NR..].as_ptr();
-                    if let Some(extra) = extra.filter(|&e| e > 0 && mr == K::MR && j0 + nr == tiled)
-                    {
-                        let epilogue = (last && !job.epilogue.is_identity())
-                            .then(|| job.epilogue.tile(i0, j0));
-                        // SAFETY: as for the tiles below; the thin columns
-                        // `tiled .. n1` follow the tile in this task's block,
-                        // and their panel holds `kc` steps.
-                        unsafe {
-                            let c = job.c.0.add(i0 * job.ldc + j0);
-                            K::run_extra(
-                                kc,
-                                a,
-                                b,
-                                thin,
-                                extra,
-                                c,
-                                job.ldc,
-                                nr,
-                                accumulate,
-                                epilogue.as_ref(),
-                            );
-                        }
-                        continue;
-                    }
-                    // SAFETY: `(i0, j0)` lies in this task's block of `C`, which is
-                    // valid and written by this task alone (the caller's contract);
-                    // the panels hold `kc` steps (packing).
-                    unsafe {
-                        let c = job.c.0.add(i0 * job.ldc + j0);
-                        let at = Block {
-                            rows: (i0, mr),
-                            cols: (j0, nr),
-                            c,
-                            ldc: job.ldc,
-                        };
-                        at.compute::<K>(&job.epilogue, (accumulate, last), |c, ldc, cols, e| {
-                            K::run(kc, a, b, c, ldc, cols, accumulate, e)
-                        });
-                    }
+            // SAFETY: this task's block of `C` is its own (the caller's
+            // contract); `buffer` now holds the block's panels.
+            unsafe { compute_block::<K, B>(&job, (m0, m1), (n0, n1), (k0, kc), buffer) };
+        }
+    }
+}
+
+/// Rows `m0..m1` and columns `n0..n1` of `C` over depth `k0..k0 + kc`,
+/// from `packed`, those columns' panels of `B` at that depth; `C`
+/// accumulates from the second depth block on, and gets the epilogue on
+/// the last.
+///
+/// # Safety
+/// As [`run_jobs`]; the block of `C` is written by this call alone; the
+/// CPU supports `K`'s instruction set.
+unsafe fn compute_block<K: MicroKernel, B>(
+    job: &Job<'_, B>,
+    (m0, m1): (usize, usize),
+    (n0, n1): (usize, usize),
+    (k0, kc): (usize, usize),
+    packed: &[f32],
+) {
+    let (accumulate, last) = (k0 > 0, k0 + kc == job.a.k);
+    // Rows outer: a panel of `A` stays in L1, and the tiles of `C`
+    // (and of the residual) go left to right along `MR` rows, streams
+    // the hardware prefetcher follows. Columns outer went down the
+    // rows, a new page each, and waited on every tile's `C`.
+    let tiled = n1 - thin_columns::<K>(n1 - n0);
+    // The thin columns' packed panel, from its first lane.
+    let thin = {
+        let (panel, lane) = ((tiled - n0) / K::NR, (tiled - n0) % K::NR);
+        packed[panel * kc * K::NR + lane..].as_ptr()
+    };
+    // Where the kernel can, each row panel's last tile takes the thin
+    // columns along; only a last panel of fewer rows leaves them to
+    // `run_thin`.
+    let extra = (tiled > n0 && n1 - tiled <= K::EXTRA).then_some(n1 - tiled);
+    for i0 in (m0..m1).step_by(K::MR) {
+        let mr = K::MR.min(m1 - i0);
+        let a = job.a.panel(i0 / K::MR, k0).as_ptr();
+        for (p, j0) in (n0..tiled).step_by(K::NR).enumerate() {
+            let nr = K::NR.min(tiled - j0);
+            let b = packed[p * kc * K::NR..].as_ptr();
+            if let Some(extra) = extra.filter(|&e| e > 0 && mr == K::MR && j0 + nr == tiled) {
+                let epilogue =
+                    (last && !job.epilogue.is_identity()).then(|| job.epilogue.tile(i0, j0));
+                // SAFETY: as for the tiles below; the thin columns
+                // `tiled .. n1` follow the tile in this task's block,
+                // and their panel holds `kc` steps.
+                unsafe {
+                    let c = job.c.0.add(i0 * job.ldc + j0);
+                    K::run_extra(
+                        kc,
+                        a,
+                        b,
+                        thin,
+                        extra,
+                        c,
+                        job.ldc,
+                        nr,
+                        accumulate,
+                        epilogue.as_ref(),
+                    );
                 }
+                continue;
             }
-            if tiled < n1 {
-                // Rows whose last tile took the thin columns are done.
-                let done = match extra {
-                    Some(_) => (m1 - m0) / K::MR * K::MR,
-                    None => 0,
+            // SAFETY: `(i0, j0)` lies in this task's block of `C`, which is
+            // valid and written by this task alone (the caller's contract);
+            // the panels hold `kc` steps (packing).
+            unsafe {
+                let c = job.c.0.add(i0 * job.ldc + j0);
+                let at = Block {
+                    rows: (i0, mr),
+                    cols: (j0, nr),
+                    c,
+                    ldc: job.ldc,
                 };
-                let b = thin;
-                for i0 in (m0 + done..m1).step_by(THIN_PANELS * K::MR) {
-                    let rows = (THIN_PANELS * K::MR).min(m1 - i0);
-                    let a = job.a.panels(i0 / K::MR, k0).as_ptr();
-                    let (cols, panel_len) = (n1 - tiled, job.a.panel_len());
-                    // SAFETY: as for the tiles: this task's block of `C` from
-                    // `(i0, tiled)`, `rows x cols`, is valid and its own; the
-                    // packed panels hold `kc` steps, the weights `rows` rows.
-                    unsafe {
-                        let c = job.c.0.add(i0 * job.ldc + tiled);
-                        K::run_thin(kc, a, panel_len, b, cols, c, job.ldc, rows, accumulate);
-                        if last {
-                            job.epilogue.apply(i0, rows, tiled, cols, c, job.ldc);
-                        }
-                    }
+                at.compute::<K>(&job.epilogue, (accumulate, last), |c, ldc, cols, e| {
+                    K::run(kc, a, b, c, ldc, cols, accumulate, e)
+                });
+            }
+        }
+    }
+    if tiled < n1 {
+        // Rows whose last tile took the thin columns are done.
+        let done = match extra {
+            Some(_) => (m1 - m0) / K::MR * K::MR,
+            None => 0,
+        };
+        let b = thin;
+        for i0 in (m0 + done..m1).step_by(THIN_PANELS * K::MR) {
+            let rows = (THIN_PANELS * K::MR).min(m1 - i0);
+            let a = job.a.panels(i0 / K::MR, k0).as_ptr();
+            let (cols, panel_len) = (n1 - tiled, job.a.panel_len());
+            // SAFETY: as for the tiles: this task's block of `C` from
+            // `(i0, tiled)`, `rows x cols`, is valid and its own; the
+            // packed panels hold `kc` steps, the weights `rows` rows.
+            unsafe {
+                let c = job.c.0.add(i0 * job.ldc + tiled);
+                K::run_thin(kc, a, panel_len, b, cols, c, job.ldc, rows, accumulate);
+                if last {
+                    job.epilogue.apply(i0, rows, tiled, cols, c, job.ldc);
                 }
             }
         }
