@@ -537,17 +537,19 @@ where
     let chunk = per_thread(floats);
     let (first, others) = workspace[..threads.max(1) * chunk].split_at_mut(chunk);
     let range = aligned(first);
+    if threads <= 1 {
+        work((0, &mut first[range]));
+        return;
+    }
     join_awake(
         || work((0, &mut first[range])),
-        threads.max(1) - 1,
-        |done| {
+        || {
             others
                 .par_chunks_mut(chunk)
                 .enumerate()
                 .for_each(|(thread, buffer)| {
                     let range = aligned(buffer);
                     work((thread + 1, &mut buffer[range]));
-                    done();
                 })
         },
     );
