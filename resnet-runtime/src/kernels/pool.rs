@@ -2,6 +2,7 @@
 
 use super::elementwise::zip_strided;
 use super::gemm::Isa;
+use super::parallel::join_awake;
 use ndarray::{
     ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis,
 };
@@ -107,7 +108,7 @@ impl MaxPool {
         if parts > 1 && rows > 1 {
             let mid = rows * (parts / 2) / parts;
             let (top, bottom) = out.split_at(Axis(1), mid);
-            rayon::join(
+            join_awake(
                 || self.bands(image, top, first, parts / 2),
                 || self.bands(image, bottom, first + mid, parts - parts / 2),
             );
