@@ -12,10 +12,12 @@ use std::ops::Range;
 /// Max pooling over `kernel x kernel` windows with `stride` and `padding`
 /// (padding never wins, as in PyTorch): `x` is `[N, C, H, W]`, `out`
 /// `[N, C, OH, OW]` with `OH = (H + 2 * padding - kernel) / stride + 1`.
+/// A NaN in a window is skipped, where PyTorch would return it; every
+/// instruction set gives the same bits.
 ///
 /// # Panics
-/// If the shapes disagree or a window would lie wholly in the padding
-/// (`padding >= kernel`).
+/// If the shapes disagree, a tensor is not in standard layout, or a window
+/// would lie wholly in the padding (`padding >= kernel`).
 pub fn max_pool2d(
     x: ArrayView4<f32>,
     out: ArrayViewMut4<f32>,
