@@ -208,7 +208,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                     };
                 });
                 let with_bn = bn.is_some();
-                random.push(quote!(#f: #private::ConvLayer::random(&mut rng, Self::#p, #with_bn)));
+                random.push(quote!(#f: #private::ConvLayer::random(&mut rng, #conv_name, Self::#p, #with_bn)));
                 let bn_name = match bn {
                     Some(b) => {
                         let b = &node(b).name;

@@ -93,9 +93,11 @@ impl BatchNorm {
     }
 }
 
-/// A convolution, with the batch norm after it folded in if it has one.
+/// A convolution, with the batch norm after it folded in if it has one,
+/// and its torchvision name (`layer1.0.conv1`).
 #[derive(Clone, Debug)]
 pub struct ConvLayer {
+    name: Box<str>,
     conv: Conv2d,
 }
 
@@ -118,23 +120,24 @@ impl ConvLayer {
         let bn = bn
             .map(|name| BatchNorm::load(w, name, p.out_channels))
             .transpose()?;
-        Ok(Self::build(p, weight, bn))
+        Ok(Self::build(conv, p, weight, bn))
     }
 
-    /// torchvision's init: Kaiming-normal weights (fan-out, ReLU gain) and an
-    /// identity batch norm if it has one.
-    pub fn random(rng: &mut Rng, p: ConvParams, with_bn: bool) -> Self {
+    /// Convolution `name` with torchvision's init: Kaiming-normal weights
+    /// (fan-out, ReLU gain) and an identity batch norm if it has one.
+    pub fn random(rng: &mut Rng, name: &str, p: ConvParams, with_bn: bool) -> Self {
         let shape = (p.out_channels, p.in_channels / p.groups, p.kernel, p.kernel);
         let std = (2.0 / (p.out_channels * p.kernel * p.kernel) as f64).sqrt();
         let weight = Array4::from_shape_simple_fn(shape, || (rng.normal() * std) as f32);
         Self::build(
+            name,
             p,
             weight,
             with_bn.then(|| BatchNorm::identity(p.out_channels)),
         )
     }
 
-    fn build(p: ConvParams, mut weight: Array4<f32>, bn: Option<BatchNorm>) -> Self {
+    fn build(name: &str, p: ConvParams, mut weight: Array4<f32>, bn: Option<BatchNorm>) -> Self {
         let bias = bn.map(|bn| {
             fold_batch_norm_in_place(
                 weight.view_mut(),
@@ -146,7 +149,15 @@ impl ConvLayer {
             )
         });
         let conv = Conv2d::from_weight(p, weight, bias.as_ref().map(|b| b.view()));
-        ConvLayer { conv }
+        ConvLayer {
+            name: name.into(),
+            conv,
+        }
+    }
+
+    /// The convolution's torchvision name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The packed convolution.
@@ -274,6 +285,7 @@ impl<'a> Loader<'a> {
         self.record(
             |w| ConvLayer::load(w, conv, bn, p),
             || ConvLayer {
+                name: conv.into(),
                 conv: Conv2d::unloaded(p),
             },
         )
