@@ -48,5 +48,14 @@ fn forward_with_allocates_nothing_after_the_first_pass() {
             cifar.features_with(&mut workspace, &x, &mut features);
         }
         assert_eq!(allocations() - before, 0, "CIFAR features_with allocated");
+
+        // And for a profiled pass, once its first pass has named the steps.
+        let mut profiled = Workspace::profiled();
+        cifar.features_with(&mut profiled, &x, &mut features);
+        let before = allocations();
+        for _ in 0..3 {
+            cifar.features_with(&mut profiled, &x, &mut features);
+        }
+        assert_eq!(allocations() - before, 0, "a profiled pass allocated");
     });
 }

@@ -7,6 +7,7 @@ use crate::kernels::elementwise::{channel_affine, subsample};
 use crate::kernels::pool::{avg_pool_linear, avg_pool_linear_scratch, max_pool2d};
 use crate::layers::{Affine, ConvLayer, Linear};
 use ndarray::{ArrayView4, ArrayViewMut2, ArrayViewMut4};
+use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -38,17 +39,36 @@ pub enum Src {
 }
 
 /// Memory a model needs for a forward pass, kept between calls so that a
-/// pass allocates nothing: the activation arena and the kernels' scratch.
+/// pass allocates nothing: the activation arena and the kernels' scratch;
+/// and, if asked for, the time each step of its passes took.
 #[derive(Clone, Debug, Default)]
 pub struct Workspace {
     arena: Vec<f32>,
     scratch: Vec<f32>,
+    profile: Option<Profile>,
 }
 
 impl Workspace {
     /// An empty workspace; it grows on its first pass with each larger batch.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty workspace that times every step of the passes it runs
+    /// ([`Workspace::profile`]). Timing costs two clock reads a step; the
+    /// first pass also names its steps, after which a pass still allocates
+    /// nothing. Run one kind of pass on it (`forward_with` or
+    /// `features_with`), whose steps it lines up pass by pass.
+    pub fn profiled() -> Self {
+        Workspace {
+            profile: Some(Profile::default()),
+            ..Self::default()
+        }
+    }
+
+    /// The steps' times so far, for a workspace made by [`Workspace::profiled`].
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
     }
 
     /// Runs one pass, `f`, with an [`Exec`] from [`Workspace::exec`], on a
@@ -98,13 +118,84 @@ impl Workspace {
             self.arena = grown(arena_per_image * n);
         }
         let threads = rayon::current_num_threads();
+        if let Some(profile) = &mut self.profile {
+            profile.start_pass();
+        }
         Exec {
             arena: &mut self.arena,
             scratch: &mut self.scratch,
+            profile: self.profile.as_mut(),
             input,
             n,
             threads,
         }
+    }
+}
+
+/// How long each step of a workspace's passes took: a step is one call a
+/// generated forward pass makes, a fused convolution (labelled with its
+/// torchvision name, `layer1.0.conv1: 1x1/1 64->64 to 56x56 (Pointwise)`),
+/// the max pool, a shortcut's subsampling, the head. Its `Display` is a
+/// table of the steps and each one's share of their total.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// Each step's label and its time summed over the passes.
+    steps: Vec<(String, Duration)>,
+    passes: u32,
+    /// The step the current pass is at.
+    next: usize,
+}
+
+impl Profile {
+    /// Passes timed.
+    pub fn passes(&self) -> u32 {
+        self.passes
+    }
+
+    /// Each step, in the order a pass runs them, with its mean time per pass.
+    pub fn steps(&self) -> impl Iterator<Item = (&str, Duration)> {
+        let passes = self.passes.max(1);
+        self.steps
+            .iter()
+            .map(move |(label, total)| (label.as_str(), *total / passes))
+    }
+
+    /// The steps' mean times added up: a pass, less what lies between steps.
+    pub fn total(&self) -> Duration {
+        self.steps().map(|(_, t)| t).sum()
+    }
+
+    fn start_pass(&mut self) {
+        (self.passes, self.next) = (self.passes + 1, 0);
+    }
+
+    /// Adds `took` to the current step, labelled by `label` on the first pass.
+    fn record(&mut self, label: impl FnOnce() -> String, took: Duration) {
+        if self.next == self.steps.len() {
+            self.steps.push((label(), Duration::ZERO));
+        }
+        self.steps[self.next].1 += took;
+        self.next += 1;
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.total().as_secs_f64();
+        writeln!(f, "{:>4}  {:<58} {:>9} {:>6}", "step", "", "ms", "share")?;
+        for (i, (label, t)) in self.steps().enumerate() {
+            let ms = t.as_secs_f64() * 1e3;
+            let share = 100.0 * t.as_secs_f64() / total.max(f64::MIN_POSITIVE);
+            writeln!(f, "{i:>4}  {label:<58} {ms:>9.3} {share:>5.1}%")?;
+        }
+        write!(
+            f,
+            "{:>4}  {:<58} {:>9.3}   mean of {} passes",
+            "",
+            "all steps",
+            total * 1e3,
+            self.passes
+        )
     }
 }
 
@@ -149,6 +240,7 @@ const IDLE_LIMIT: Duration = Duration::from_millis(1);
 pub struct Exec<'a> {
     arena: &'a mut [f32],
     scratch: &'a mut Vec<f32>,
+    profile: Option<&'a mut Profile>,
     input: ArrayView4<'a, f32>,
     n: usize,
     threads: usize,
@@ -185,6 +277,18 @@ fn view4_mut(data: &mut [f32], n: usize, [c, h, w]: [usize; 3]) -> ArrayViewMut4
 }
 
 impl Exec<'_> {
+    /// The clock at a step's start, if the pass is profiled.
+    fn start(&self) -> Option<Instant> {
+        self.profile.is_some().then(Instant::now)
+    }
+
+    /// Records the step that began at `start` (from [`Exec::start`]).
+    fn finish(&mut self, start: Option<Instant>, label: impl FnOnce() -> String) {
+        if let (Some(profile), Some(start)) = (self.profile.as_deref_mut(), start) {
+            profile.record(label, start.elapsed());
+        }
+    }
+
     /// Splits the arena for a step writing `dst` and reading `src` and `extra`.
     fn io(
         &mut self,
@@ -224,6 +328,7 @@ impl Exec<'_> {
         residual: Option<Slot>,
         relu: bool,
     ) {
+        let start = self.start();
         let threads = self.threads;
         let need = layer.conv().workspace_len(threads);
         if self.scratch.len() < need {
@@ -236,28 +341,53 @@ impl Exec<'_> {
             .conv()
             .forward(input, out, residual, relu, &mut scratch[..need], threads);
         *self.scratch = scratch;
+        self.finish(start, || {
+            let (conv, (oh, ow)) = (layer.conv().params(), layer.conv().params().out_hw());
+            format!(
+                "{}: {}x{}/{} {}->{} to {oh}x{ow} ({:?})",
+                layer.name(),
+                conv.kernel,
+                conv.kernel,
+                conv.stride,
+                conv.in_channels,
+                conv.out_channels,
+                layer.conv().strategy()
+            )
+        });
     }
 
     /// `dst = relu?(bn(src))` for a batch norm that could not be folded.
     pub fn affine(&mut self, bn: &Affine, src: Src, dst: Slot, relu: bool) {
+        let start = self.start();
         let (out, input, _) = self.io(src, dst, None);
         channel_affine(input, &bn.scale, &bn.shift, relu, out);
+        self.finish(start, || {
+            format!("batch norm of {} channels", bn.scale.len())
+        });
     }
 
     /// `dst = max_pool(src)`.
     pub fn max_pool(&mut self, src: Src, dst: Slot, kernel: usize, stride: usize, padding: usize) {
+        let start = self.start();
         let (out, input, _) = self.io(src, dst, None);
         max_pool2d(input, out, kernel, stride, padding);
+        self.finish(start, || {
+            let [c, h, w] = dst.shape;
+            format!("max pool {kernel}x{kernel}/{stride} of {c} to {h}x{w}")
+        });
     }
 
     /// `dst = src[:, :, ::stride, ::stride]`, for a zero-padded shortcut.
     pub fn subsample(&mut self, src: Src, dst: Slot, stride: usize) {
+        let start = self.start();
         let (out, input, _) = self.io(src, dst, None);
         subsample(input, stride, out);
+        self.finish(start, || format!("zero-padded shortcut /{stride}"));
     }
 
     /// `out = fc(mean over H, W of src)`.
     pub fn head(&mut self, fc: &Linear, src: Src, out: ArrayViewMut2<'_, f32>) {
+        let start = self.start();
         let n = self.n;
         let (classes, channels) = fc.weight.dim();
         let need = avg_pool_linear_scratch(n, channels, classes);
@@ -269,13 +399,16 @@ impl Exec<'_> {
             Src::Arena(s) => view4(&self.arena[s.range(n)], n, s.shape),
         };
         avg_pool_linear(input, fc.weight.view(), fc.bias.view(), out, self.scratch);
+        self.finish(start, || format!("average pool + fc {channels}->{classes}"));
     }
     /// `out = src`, for a backbone's features.
     pub fn copy_out(&mut self, src: Src, mut out: ArrayViewMut4<'_, f32>) {
+        let start = self.start();
         let n = self.n;
         match src {
             Src::Input => out.assign(&self.input),
             Src::Arena(s) => out.assign(&view4(&self.arena[s.range(n)], n, s.shape)),
         }
+        self.finish(start, || "features out".into());
     }
 }

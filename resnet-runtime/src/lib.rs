@@ -32,7 +32,7 @@ pub mod layers;
 pub mod tensor;
 pub mod weights;
 
-pub use exec::Workspace;
+pub use exec::{Profile, Workspace};
 pub use info::{BlockInfo, BlockKind, LayerInfo, Shortcut};
 /// The array crate the tensors are built on, re-exported so users need no second dependency.
 pub use ndarray;
