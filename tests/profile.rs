@@ -18,7 +18,7 @@ fn a_profile_has_every_step_of_the_pass_in_order() {
     let wall = start.elapsed();
     let profile = workspace.profile().expect("profiled");
     assert_eq!(profile.passes(), passes);
-    let labels: Vec<&str> = profile.steps().map(|(label, _)| label).collect();
+    let labels: Vec<String> = profile.steps().map(|(label, _)| label.to_owned()).collect();
     // The paper's CIFAR ResNet-20: the stem, nine basic blocks of two 3x3
     // convolutions (the first of stages 2 and 3 with stride 2, beside the
     // shortcut's subsampling), then the head.
@@ -58,6 +58,19 @@ fn a_profile_has_every_step_of_the_pass_in_order() {
         "{:?} of {wall:?}",
         profile.total()
     );
+    // Cleared, it keeps the labels and starts counting again.
+    workspace.profile_mut().expect("profiled").clear();
+    let cleared = workspace.profile().expect("profiled");
+    assert_eq!(cleared.passes(), 0);
+    assert!(cleared.steps().all(|(_, t)| t == Duration::ZERO));
+    model.forward_with(&mut workspace, &x, &mut logits);
+    let again = workspace.profile().expect("profiled");
+    assert_eq!(again.passes(), 1);
+    assert!(again
+        .steps()
+        .map(|(label, _)| label)
+        .eq(labels.iter().map(String::as_str)));
+    assert!(again.steps().all(|(_, t)| t > Duration::ZERO));
     // A plain workspace keeps no profile.
     assert!(Workspace::new().profile().is_none());
 }

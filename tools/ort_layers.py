@@ -4,7 +4,7 @@ this workspace's `layer_times` example (the same model and batch).
 
 ONNX Runtime (2 intra-op threads, all graph optimisations) runs
 torchvision's model exported to ONNX, with its profiler on; each node's
-time is the 10th percentile over the runs after a warm-up. Nodes are
+time is its median over the runs after a warm-up. Nodes are
 printed in the order they run, then summed by operator and shapes.
 
     .venv/bin/python tools/ort_layers.py resnet50 1
@@ -67,7 +67,7 @@ def main():
     total, kinds = 0.0, collections.defaultdict(lambda: [0, 0.0])
     for node_name, node in nodes.items():
         times = sorted(node["times"][WARM_UP:])
-        ms = times[len(times) // 10]
+        ms = times[len(times) // 2]
         total += ms
         inputs, outputs = node["shapes"]
         kind = f"{node['op']} {shape(inputs)} -> {shape(outputs)}"

@@ -71,6 +71,11 @@ impl Workspace {
         self.profile.as_ref()
     }
 
+    /// The same, to clear between passes ([`Profile::clear`]).
+    pub fn profile_mut(&mut self) -> Option<&mut Profile> {
+        self.profile.as_mut()
+    }
+
     /// Runs one pass, `f`, with an [`Exec`] from [`Workspace::exec`], on a
     /// thread of the current rayon pool: entered once here when the caller
     /// is outside it, so that every kernel's parallel section starts from
@@ -158,6 +163,13 @@ impl Profile {
         self.steps
             .iter()
             .map(move |(label, total)| (label.as_str(), *total / passes))
+    }
+
+    /// Forgets the times and passes so far, keeping the steps' labels (so
+    /// it allocates nothing): each pass after it can be read on its own.
+    pub fn clear(&mut self) {
+        self.steps.iter_mut().for_each(|(_, t)| *t = Duration::ZERO);
+        (self.passes, self.next) = (0, 0);
     }
 
     /// The steps' mean times added up: a pass, less what lies between steps.
