@@ -51,6 +51,13 @@ fn a_profile_has_every_step_of_the_pass_in_order() {
             "step {got:?}, want {want:?}"
         );
     }
+    // The table lists every step, in order, and the passes.
+    let table = profile.to_string();
+    let mut rest = table.as_str();
+    for label in &labels {
+        rest = &rest[rest.find(label.as_str()).expect(label) + label.len()..];
+    }
+    assert!(rest.ends_with("mean of 3 passes"), "{table}");
     // Every step took time, and all of them less than the passes did.
     assert!(profile.steps().all(|(_, t)| t > Duration::ZERO));
     assert!(
