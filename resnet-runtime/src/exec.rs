@@ -354,7 +354,8 @@ impl Exec<'_> {
             .forward(input, out, residual, relu, &mut scratch[..need], threads);
         *self.scratch = scratch;
         self.finish(start, || {
-            let (conv, (oh, ow)) = (layer.conv().params(), layer.conv().params().out_hw());
+            let conv = layer.conv().params();
+            let (oh, ow) = conv.out_hw();
             format!(
                 "{}: {}x{}/{} {}->{} to {oh}x{ow} ({:?})",
                 layer.name(),
