@@ -117,16 +117,18 @@ impl MaxPool {
             return;
         }
         let (h, w) = self.in_hw;
+        // The portable rows' scratch, set up once for the band.
+        let mut column_max = [0f32; ROW_CHUNK];
         for (plane, mut out) in image.chunks_exact(h * w).zip(out.outer_iter_mut()) {
             let out = out.as_slice_mut().expect("rows of a plane lie together");
             for (oy, out) in out.chunks_exact_mut(self.out_w).enumerate() {
-                self.row(plane, first + oy, out);
+                self.row(plane, first + oy, out, &mut column_max);
             }
         }
     }
 
-    /// Output row `oy` of one channel `plane`.
-    fn row(&self, plane: &[f32], oy: usize, out: &mut [f32]) {
+    /// Output row `oy` of one channel `plane`, with `column_max` for scratch.
+    fn row(&self, plane: &[f32], oy: usize, out: &mut [f32], column_max: &mut [f32; ROW_CHUNK]) {
         let (kernel, stride, padding) = (self.kernel, self.stride, self.padding);
         let ((h, w), inside) = (self.in_hw, self.inside.clone());
         let rows = self.window(oy, h);
@@ -140,7 +142,6 @@ impl MaxPool {
         // The window's rows reduced to one first, each input read once and
         // contiguously; then each output is the max of `kernel` neighbours
         // of that row, taken as `kernel` strided passes.
-        let mut column_max = [0f32; ROW_CHUNK];
         for x0 in inside.clone().step_by(self.per_chunk) {
             let n = self.per_chunk.min(inside.end - x0);
             let (from, len) = (x0 * stride - padding, (n - 1) * stride + kernel);
