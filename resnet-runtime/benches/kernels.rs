@@ -5,7 +5,10 @@
 //! - `conv_b{1,8}/<shape>`: every distinct convolution of ResNet-50 (folded
 //!   bias, with the ReLU or residual epilogue it has in the network);
 //! - `resnet50_convs/b{1,8}`: all 53 of ResNet-50's convolutions in a row,
-//!   so its throughput is the multiply-add-weighted aggregate.
+//!   so its throughput is the multiply-add-weighted aggregate;
+//! - `blocked_b{1,8}/{nchw,blocked}/<shape>`: each 1x1 convolution of
+//!   ResNet-50 as above (`nchw`), and on channel-blocked activations
+//!   (`kernels::blocked`), in the same run.
 //!
 //! Throughput is reported as elements/s with one element per FLOP (2 per
 //! multiply-add), so criterion's `Gelem/s` reads as GFLOP/s.
@@ -14,7 +17,10 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::{Array1, Array2, Array4};
-use resnet_runtime::kernels::{gemm, workspace_len, Conv2d, ConvParams, Epilogue, PackedWeights};
+use resnet_runtime::kernels::blocked::{to_blocked, Pointwise};
+use resnet_runtime::kernels::{
+    gemm, workspace_len, Conv2d, ConvParams, Epilogue, Isa, PackedWeights,
+};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -155,15 +161,20 @@ fn run(layer: &mut Layer, workspace: &mut [f32]) {
     );
 }
 
+/// Scratch enough for any of `layers`.
+fn workspace_for(layers: &[(&str, usize, Layer)]) -> Vec<f32> {
+    let most = layers
+        .iter()
+        .map(|(_, _, l)| l.conv.workspace_len(THREADS))
+        .max()
+        .unwrap_or(0);
+    vec![0.0; most]
+}
+
 fn bench_convs(c: &mut Criterion) {
     for batch in [1, 8] {
         let mut layers = layers(batch);
-        let most = layers
-            .iter()
-            .map(|(_, _, l)| l.conv.workspace_len(THREADS))
-            .max()
-            .unwrap_or(0);
-        let mut workspace = vec![0.0; most];
+        let mut workspace = workspace_for(&layers);
         let mut group = c.benchmark_group(format!("conv_b{batch}"));
         for (name, _, layer) in &mut layers {
             group.throughput(Throughput::Elements(layer.flops));
@@ -190,9 +201,55 @@ fn bench_convs(c: &mut Criterion) {
     }
 }
 
+/// ResNet-50's 1x1 convolutions, each on NCHW activations (as in
+/// `conv_b{batch}`) and on blocked ones, with the same weights and epilogue.
+fn bench_blocked(c: &mut Criterion) {
+    for batch in [1, 8] {
+        let mut layers = layers(batch);
+        layers.retain(|(_, _, layer)| layer.conv.params().kernel == 1);
+        let mut workspace = workspace_for(&layers);
+        let mut group = c.benchmark_group(format!("blocked_b{batch}"));
+        for (i, (name, _, layer)) in layers.iter_mut().enumerate() {
+            let p = *layer.conv.params();
+            let w = Array4::from_shape_vec(
+                (p.out_channels, p.in_channels, 1, 1),
+                fill(p.out_channels * p.in_channels, i),
+            )
+            .unwrap();
+            let bias = Array1::from_vec(fill(p.out_channels, i + 100));
+            let blocked = Pointwise::new(Isa::best(), p, w.view(), Some(bias.view()));
+            let mut x = vec![0.0; layer.x.len()];
+            to_blocked(layer.x.view(), &mut x);
+            let residual = layer.residual.as_ref().map(|r| {
+                let mut blocked = vec![0.0; r.len()];
+                to_blocked(r.view(), &mut blocked);
+                blocked
+            });
+            let mut out = vec![0.0; layer.out.len()];
+            group.throughput(Throughput::Elements(layer.flops));
+            group.bench_function(BenchmarkId::new("nchw", *name), |bench| {
+                bench.iter(|| run(layer, &mut workspace))
+            });
+            group.bench_function(BenchmarkId::new("blocked", *name), |bench| {
+                bench.iter(|| {
+                    blocked.forward(
+                        black_box(&x),
+                        batch,
+                        &mut out,
+                        residual.as_deref(),
+                        true,
+                        THREADS,
+                    )
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = bench_gemm, bench_convs
+    targets = bench_gemm, bench_convs, bench_blocked
 }
 criterion_main!(benches);

@@ -163,6 +163,20 @@ impl ConvStrategy {
     }
 }
 
+/// `bias` as a vector, or zeros: one per output channel of `params`.
+///
+/// # Panics
+/// If `bias` has another length.
+pub(crate) fn bias_or_zeros(bias: Option<ArrayView1<f32>>, params: &ConvParams) -> Vec<f32> {
+    match bias {
+        Some(b) => {
+            assert_eq!(b.len(), params.out_channels, "bias length for {params:?}");
+            b.to_vec()
+        }
+        None => vec![0.0; params.out_channels],
+    }
+}
+
 /// The weights, as the strategy uses them.
 #[derive(Clone, Debug)]
 enum Packed {
@@ -308,14 +322,7 @@ impl Conv2d {
         packed: Packed,
         bias: Option<ArrayView1<f32>>,
     ) -> Self {
-        let out_channels = params.out_channels;
-        let bias = match bias {
-            Some(b) => {
-                assert_eq!(b.len(), out_channels, "bias length for {params:?}");
-                b.to_vec()
-            }
-            None => vec![0.0; out_channels],
-        };
+        let bias = bias_or_zeros(bias, &params);
         Conv2d {
             params,
             strategy,

@@ -6,6 +6,7 @@
 //! no kernel allocates on the hot path, and results are bit-identical for
 //! any number of threads.
 
+pub mod blocked;
 pub mod conv;
 mod direct;
 pub mod elementwise;

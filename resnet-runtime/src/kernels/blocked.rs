@@ -1,0 +1,664 @@
+//! 1x1 convolutions on channel-blocked activations: `[N][C / 16][H][W][16]`
+//! (NCHW16c, the layout of oneDNN and ONNX Runtime's MLAS), where the 16
+//! channels of a block lie together at each pixel.
+//!
+//! In that layout the kernel needs no packing while the layer runs. Output
+//! channels are the vector side: each panel of 32 (or 16) output channels
+//! keeps its weights as `[in][32]`, two vectors an input channel, packed
+//! once. The input supplies the broadcasts: for a tile of `PX` output
+//! pixels, input channel `k` of pixel `j` is one float of a run of `PX`
+//! pixels that lies contiguously in channel block `k / 16`. A tile keeps
+//! `PX x 2` vector accumulators and sums the input channels in ascending
+//! order, so every output is one chain of fused multiply-adds, the same on
+//! every instruction set and for any number of threads. On NCHW
+//! activations the same broadcasts would come from a different row per
+//! input channel, each a page or more from the next: half the speed.
+//!
+//! Tiles of a stride-1 layer run along the flattened image; a strided one
+//! (the 1x1 stride-2 projection shortcut) keeps each tile within an output
+//! row, whose input pixels then lie `stride` pixels apart.
+
+use super::conv::{bias_or_zeros, ConvParams};
+use super::gemm::{Isa, SendPtr};
+use super::parallel::on_each;
+use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
+
+/// Channels per block.
+pub const BLOCK: usize = 16;
+
+/// Copies `x` (`[N, C, H, W]`, `C` a multiple of [`BLOCK`]) into `out` as
+/// `[N][C / 16][H][W][16]`.
+///
+/// # Panics
+/// If `C` is not a multiple of [`BLOCK`] or `out` does not hold `x.len()` floats.
+pub fn to_blocked(x: ArrayView4<f32>, out: &mut [f32]) {
+    let x = x.as_standard_layout();
+    let planar = x.as_slice().expect("a standard layout");
+    for_each_place(x.dim(), out.len(), |p, b| out[b] = planar[p]);
+}
+
+/// Copies a blocked tensor (`[N][C / 16][H][W][16]`) into `out` (`[N, C, H, W]`,
+/// in standard layout).
+///
+/// # Panics
+/// As [`to_blocked`], the other way round; or if `out` is not in standard layout.
+pub fn to_planar(x: &[f32], mut out: ArrayViewMut4<f32>) {
+    let dim = out.dim();
+    let planar = out.as_slice_mut().expect("a standard layout");
+    for_each_place(dim, x.len(), |p, b| planar[p] = x[b]);
+}
+
+/// Calls `f(planar, blocked)` with each element's index in the two layouts
+/// of a `dim` tensor, checking that the blocked one holds `len` floats.
+fn for_each_place(dim: (usize, usize, usize, usize), len: usize, mut f: impl FnMut(usize, usize)) {
+    let (n, c, h, w) = dim;
+    assert!(
+        c % BLOCK == 0,
+        "{c} channels do not split into blocks of {BLOCK}"
+    );
+    assert_eq!(len, n * c * h * w, "a blocked copy of {dim:?}");
+    let hw = h * w;
+    for (image, channel) in (0..n).flat_map(|i| (0..c).map(move |c| (i, c))) {
+        let planar = (image * c + channel) * hw;
+        let blocked = (image * c + channel / BLOCK * BLOCK) * hw + channel % BLOCK;
+        for pixel in 0..hw {
+            f(planar + pixel, blocked + pixel * BLOCK);
+        }
+    }
+}
+
+/// A 1x1 convolution (any stride, no padding, no groups) on blocked
+/// activations, with its bias and epilogue: `relu?(conv(x) + bias + residual)`.
+#[derive(Clone, Debug)]
+pub struct Pointwise {
+    params: ConvParams,
+    isa: Isa,
+    /// Output channels per panel of weights; a last panel of an odd number
+    /// of blocks holds 16.
+    panel: usize,
+    /// The panels one after another, each `[in][width]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Pointwise {
+    /// Packs `weight` (`[out, in, 1, 1]`) for `isa`.
+    ///
+    /// # Panics
+    /// If `params` is not a 1x1 convolution without padding or groups on
+    /// channel counts that are multiples of [`BLOCK`], if `weight` or
+    /// `bias` does not match it, or if `isa` is not supported by this CPU.
+    pub fn new(
+        isa: Isa,
+        params: ConvParams,
+        weight: ArrayView4<f32>,
+        bias: Option<ArrayView1<f32>>,
+    ) -> Self {
+        let ConvParams {
+            in_channels: cin,
+            out_channels: cout,
+            ..
+        } = params;
+        assert!(
+            params.kernel == 1 && params.padding == 0 && params.groups == 1,
+            "not a plain 1x1 convolution: {params:?}"
+        );
+        assert!(
+            cin % BLOCK == 0 && cout % BLOCK == 0 && cin > 0 && cout > 0,
+            "channels not in blocks of {BLOCK}: {params:?}"
+        );
+        assert_eq!(weight.dim(), (cout, cin, 1, 1), "weight of {params:?}");
+        assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
+        let panel = match isa {
+            Isa::Avx512 => 2 * BLOCK,
+            Isa::Avx2 | Isa::Portable => BLOCK,
+        };
+        let mut weights = Vec::with_capacity(cin * cout);
+        for o0 in (0..cout).step_by(panel) {
+            let width = panel.min(cout - o0);
+            for i in 0..cin {
+                weights.extend((o0..o0 + width).map(|o| weight[(o, i, 0, 0)]));
+            }
+        }
+        let bias = bias_or_zeros(bias, &params);
+        Pointwise {
+            params,
+            isa,
+            panel,
+            weights,
+            bias,
+        }
+    }
+
+    /// The convolution's shape.
+    pub fn params(&self) -> &ConvParams {
+        &self.params
+    }
+
+    /// Pixels per tile on this instruction set.
+    fn tile_len(&self) -> usize {
+        match self.isa {
+            Isa::Avx512 => 14,
+            Isa::Avx2 => 6,
+            Isa::Portable => 8,
+        }
+    }
+
+    /// What every tile of a call shares.
+    fn plan(&self) -> Plan {
+        let p = &self.params;
+        let (oh, ow) = p.out_hw();
+        let px = self.tile_len();
+        // A stride-1 layer's tiles run along the image, a strided one's
+        // within an output row; output rows of half a tile pair up, and a
+        // tile then reads the second row's pixels from one jump further on.
+        let per_row = if p.stride == 1 { oh * ow } else { ow };
+        let pair = p.stride > 1 && 2 * ow == px;
+        let tiles_per_row = per_row.div_ceil(px);
+        let rows = oh * ow / per_row;
+        Plan {
+            px,
+            per_row,
+            tiles_per_row,
+            pair,
+            stride: p.stride,
+            rows,
+            tiles: if pair {
+                rows.div_ceil(2)
+            } else {
+                rows * tiles_per_row
+            },
+            in_row: if p.stride == 1 {
+                oh * ow
+            } else {
+                p.in_w * p.stride
+            },
+            in_len: p.in_channels * p.in_h * p.in_w,
+            out_len: p.out_channels * oh * ow,
+            x_plane: BLOCK * p.in_h * p.in_w,
+            out_plane: BLOCK * oh * ow,
+        }
+    }
+
+    /// `out = relu?(conv(x) + bias + residual)` for `n` images, all of
+    /// `x`, `out` and `residual` blocked (`[N][C / 16][H][W][16]`).
+    ///
+    /// Threads take runs of tiles, or of panels where a batch has too few
+    /// tiles to share; each thread sweeps every panel of weights over a few
+    /// tiles at a time, few enough that their input stays in L2.
+    ///
+    /// # Panics
+    /// If a slice's length does not match `n` images of its shape.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+        threads: usize,
+    ) {
+        let p = &self.params;
+        let plan = self.plan();
+        assert_eq!(x.len(), n * plan.in_len, "input of {n} images of {p:?}");
+        assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
+        if let Some(r) = residual {
+            assert_eq!(r.len(), out.len(), "residual of {n} images of {p:?}");
+        }
+        let (tiles, panels) = (n * plan.tiles, p.out_channels.div_ceil(self.panel));
+        // Enough tiles to share: each thread takes a run of them, all panels.
+        // Otherwise (a 7x7 image at batch 1) each takes a run of panels.
+        let by_tiles = tiles >= 2 * threads;
+        let threads = threads.clamp(1, if by_tiles { tiles } else { panels });
+        // Tiles whose input fits in a quarter of L2 (256 KiB): swept by
+        // every panel before the next.
+        let chunk = (256 * 1024 / (4 * plan.px * p.in_channels)).max(1);
+        let out = SendPtr(out.as_mut_ptr());
+        let work = |t: usize| {
+            let residual = residual.map_or(std::ptr::null(), <[f32]>::as_ptr);
+            let (tile_range, panel_range) = if by_tiles {
+                (t * tiles / threads..(t + 1) * tiles / threads, 0..panels)
+            } else {
+                (0..tiles, t * panels / threads..(t + 1) * panels / threads)
+            };
+            for t0 in tile_range.clone().step_by(chunk) {
+                let chunk = t0..(t0 + chunk).min(tile_range.end);
+                for q in panel_range.clone() {
+                    let o0 = q * self.panel;
+                    let panel = Panel {
+                        k: p.in_channels,
+                        width: self.panel.min(p.out_channels - o0),
+                        w: self.weights[o0 * p.in_channels..].as_ptr(),
+                        bias: self.bias[o0..].as_ptr(),
+                        first: o0 / BLOCK * plan.out_plane,
+                        relu,
+                    };
+                    for place in plan.places(chunk.clone()) {
+                        // SAFETY: each (tile, panel) is one thread's (the ranges
+                        // above partition them); the slices' lengths were
+                        // checked above.
+                        unsafe { self.tile(&plan, &panel, &place, x.as_ptr(), out, residual) };
+                    }
+                }
+            }
+        };
+        on_each(threads, work);
+    }
+
+    /// Computes `panel` of the tile at `place`.
+    ///
+    /// # Safety
+    /// `x`, `out` and `residual` (unless null) hold the images of `plan`;
+    /// no other thread writes this tile of this panel at the same time.
+    #[inline]
+    unsafe fn tile(
+        &self,
+        plan: &Plan,
+        panel: &Panel,
+        place: &Place,
+        x: *const f32,
+        out: SendPtr,
+        residual: *const f32,
+    ) {
+        let (stride, len) = (self.params.stride, place.len);
+        // The tile's first output pixel in the panel's first block, and its
+        // first input pixel in block 0.
+        let (at, from) = (place.out + panel.first, place.input);
+        // SAFETY: both offsets lie in their images (the tile is one of them).
+        let tile = unsafe {
+            Tile {
+                x: x.add(from),
+                x_plane: plan.x_plane,
+                out: out.add(at).0,
+                out_plane: plan.out_plane,
+                residual: if residual.is_null() {
+                    residual
+                } else {
+                    residual.add(at)
+                },
+                jump: (plan.in_row - plan.per_row * stride) * BLOCK,
+            }
+        };
+        // SAFETY: the tile's reads stay in its `len` pixels of `k` channels
+        // and its writes in the same pixels of the panel's channels (the
+        // caller's contract); the kernels are for instruction sets this CPU
+        // has (checked when packing).
+        unsafe {
+            match self.isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 if plan.pair && len == plan.px => {
+                    x86::avx512_pair(panel, &tile, stride)
+                }
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => x86::avx512(panel, &tile, len, stride),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 if plan.pair && len == plan.px => x86::avx2_pair(panel, &tile, stride),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => x86::avx2(panel, &tile, len, stride),
+                _ => portable(panel, &tile, len, stride, plan.per_row),
+            }
+        }
+    }
+}
+
+/// What every tile of one call shares.
+struct Plan {
+    /// Pixels per tile.
+    px: usize,
+    /// Output pixels per row of tiles: the image (stride 1) or an output row.
+    per_row: usize,
+    /// Tiles per row of tiles.
+    tiles_per_row: usize,
+    /// Whether a tile takes two rows of half a tile each.
+    pair: bool,
+    /// Input pixels from one output pixel to the next within a row.
+    stride: usize,
+    /// Rows of tiles per image.
+    rows: usize,
+    /// Tiles per image.
+    tiles: usize,
+    /// Input pixels from one row of tiles to the next.
+    in_row: usize,
+    /// Floats per image of input and output.
+    in_len: usize,
+    out_len: usize,
+    /// Floats from one block of channels to the next, input and output.
+    x_plane: usize,
+    out_plane: usize,
+}
+
+impl Plan {
+    /// Where tiles `tiles` (of all images') lie, in order: each found
+    /// from the one before, the first by division.
+    fn places(&self, tiles: std::ops::Range<usize>) -> impl Iterator<Item = Place> + '_ {
+        let t = tiles.start;
+        let (image, t) = (t / self.tiles, t % self.tiles);
+        let (rows_per_tile, tiles_per_row) = if self.pair {
+            (2, 1)
+        } else {
+            (1, self.tiles_per_row)
+        };
+        let mut at = (
+            image,
+            t / tiles_per_row * rows_per_tile,
+            t % tiles_per_row * self.px,
+        );
+        tiles.map(move |_| {
+            let (image, row, col) = at;
+            let len = if self.pair {
+                self.per_row * (self.rows - row).min(2)
+            } else {
+                self.px.min(self.per_row - col)
+            };
+            at = if col + len < self.per_row {
+                (image, row, col + len)
+            } else if row + rows_per_tile < self.rows {
+                (image, row + rows_per_tile, 0)
+            } else {
+                (image + 1, 0, 0)
+            };
+            Place {
+                out: image * self.out_len + (row * self.per_row + col) * BLOCK,
+                input: image * self.in_len + (row * self.in_row + col * self.stride) * BLOCK,
+                len,
+            }
+        })
+    }
+}
+
+/// Where one tile lies, in floats from the start of the batch: its first
+/// output pixel (in block 0) and first input pixel; and its pixels.
+struct Place {
+    out: usize,
+    input: usize,
+    len: usize,
+}
+
+/// One panel of output channels, as its tiles' kernels see it.
+struct Panel {
+    /// Input channels.
+    k: usize,
+    /// Output channels: 32 or 16.
+    width: usize,
+    /// The weights, `[k][width]`.
+    w: *const f32,
+    /// The biases, `width` of them.
+    bias: *const f32,
+    /// The panel's first output block, in floats from an image's start.
+    first: usize,
+    relu: bool,
+}
+
+/// Where one tile reads and writes.
+#[derive(Clone, Copy)]
+struct Tile {
+    /// The first input pixel in block 0.
+    x: *const f32,
+    /// Floats from one input block to the next.
+    x_plane: usize,
+    /// The first output pixel in the panel's first block.
+    out: *mut f32,
+    /// Floats from one output block to the next.
+    out_plane: usize,
+    /// The residual at the first output pixel (laid out as `out`), or null.
+    residual: *const f32,
+    /// For a tile of two rows: floats from where the second row's first
+    /// input pixel would follow the first row's to where it lies.
+    jump: usize,
+}
+
+impl Tile {
+    /// The same tile from its `px`-th pixel on, input pixels `stride` apart.
+    ///
+    /// # Safety
+    /// The tile has more than `px` pixels.
+    unsafe fn skip(self, px: usize, stride: usize) -> Tile {
+        // SAFETY: the pixels lie in the tile (the caller's contract).
+        unsafe {
+            Tile {
+                x: self.x.add(px * stride * BLOCK),
+                out: self.out.add(px * BLOCK),
+                residual: if self.residual.is_null() {
+                    self.residual
+                } else {
+                    self.residual.add(px * BLOCK)
+                },
+                ..self
+            }
+        }
+    }
+}
+
+/// The reference for the SIMD kernels: the same chain of fused
+/// multiply-adds per output, then bias, residual and clamp in that order.
+///
+/// # Safety
+/// `t` holds `len` pixels of input, `stride` apart (the pixels from `row`
+/// on one jump further), and of output and residual, for the panel's
+/// channels.
+unsafe fn portable(panel: &Panel, t: &Tile, len: usize, stride: usize, row: usize) {
+    for j in 0..len {
+        let from = j * stride * BLOCK + if j >= row { t.jump } else { 0 };
+        for o in 0..panel.width {
+            let mut acc = 0f32;
+            for k in 0..panel.k {
+                // SAFETY: pixel `j` of input block `k / 16` and row `k` of
+                // the panel are inside the tile (the caller's contract).
+                unsafe {
+                    let x = *t.x.add((k / BLOCK) * t.x_plane + from + k % BLOCK);
+                    acc = x.mul_add(*panel.w.add(k * panel.width + o), acc);
+                }
+            }
+            // SAFETY: as above, for output pixel `j` of channel `o`.
+            unsafe {
+                let at = o / BLOCK * t.out_plane + j * BLOCK + o % BLOCK;
+                let mut v = acc + *panel.bias.add(o);
+                if !t.residual.is_null() {
+                    v += *t.residual.add(at);
+                }
+                if panel.relu {
+                    v = v.max(0.0);
+                }
+                *t.out.add(at) = v;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Panel, Tile, BLOCK};
+    use std::arch::x86_64::*;
+
+    /// A tile of `len` pixels, `stride` apart in the input, in the
+    /// kernel's tile sizes: 14 pixels at a time, then 7, 4, 2, 1.
+    ///
+    /// # Safety
+    /// As [`super::portable`]; the CPU supports AVX-512F.
+    #[inline]
+    pub(super) unsafe fn avx512(panel: &Panel, t: &Tile, len: usize, stride: usize) {
+        let (mut t, mut left) = (*t, len);
+        while left > 0 {
+            let px = [14, 7, 4, 2, 1]
+                .into_iter()
+                .find(|&px| px <= left)
+                .expect("1 divides everything");
+            // SAFETY: the tile's next `px` pixels (the caller's contract).
+            unsafe {
+                macro_rules! go {
+                    ($($px:literal)*) => {
+                        match (px, stride, panel.width) {
+                            $(
+                                ($px, 1, 32) => avx512_tile::<$px, 1, 2, $px>(panel, &t, 1),
+                                ($px, 1, _) => avx512_tile::<$px, 1, 1, $px>(panel, &t, 1),
+                                ($px, 2, 32) => avx512_tile::<$px, 2, 2, $px>(panel, &t, 2),
+                                ($px, 2, _) => avx512_tile::<$px, 2, 1, $px>(panel, &t, 2),
+                                ($px, _, 32) => avx512_tile::<$px, 0, 2, $px>(panel, &t, stride),
+                                ($px, _, _) => avx512_tile::<$px, 0, 1, $px>(panel, &t, stride),
+                            )*
+                            _ => unreachable!("tile sizes are listed above"),
+                        }
+                    };
+                }
+                go!(14 7 4 2 1);
+                left -= px;
+                if left > 0 {
+                    t = t.skip(px, stride);
+                }
+            }
+        }
+    }
+
+    /// A tile of two rows of 7 pixels.
+    ///
+    /// # Safety
+    /// As [`avx512`], for 14 pixels, the last 7 one jump further on.
+    #[inline]
+    pub(super) unsafe fn avx512_pair(panel: &Panel, t: &Tile, stride: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match (stride, panel.width) {
+                (2, 32) => avx512_tile::<14, 2, 2, 7>(panel, t, 2),
+                (2, _) => avx512_tile::<14, 2, 1, 7>(panel, t, 2),
+                (_, 32) => avx512_tile::<14, 0, 2, 7>(panel, t, stride),
+                _ => avx512_tile::<14, 0, 1, 7>(panel, t, stride),
+            }
+        }
+    }
+
+    /// `PX` pixels `stride` apart (`S`, or `stride` where `S` is 0), those
+    /// from the `A`-th on one jump further; `V` vectors of 16 output
+    /// channels; then the epilogue (bias, residual, clamp) and the store.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn avx512_tile<const PX: usize, const S: usize, const V: usize, const A: usize>(
+        panel: &Panel,
+        t: &Tile,
+        stride: usize,
+    ) {
+        let step = if S == 0 { stride } else { S } * BLOCK;
+        let mut acc = [[_mm512_setzero_ps(); V]; PX];
+        for block in 0..panel.k / BLOCK {
+            // SAFETY: block `block` of the input and its 16 rows of the panel
+            // lie in the tile (the caller's contract).
+            unsafe {
+                let x = t.x.add(block * t.x_plane);
+                let w = panel.w.add(block * BLOCK * V * 16);
+                for lane in 0..BLOCK {
+                    let mut wv = [_mm512_setzero_ps(); V];
+                    for (v, wv) in wv.iter_mut().enumerate() {
+                        *wv = _mm512_loadu_ps(w.add((lane * V + v) * 16));
+                    }
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let at = j * step + if j >= A { t.jump } else { 0 };
+                        let xj = _mm512_set1_ps(*x.add(at + lane));
+                        for v in 0..V {
+                            acc[v] = _mm512_fmadd_ps(xj, wv[v], acc[v]);
+                        }
+                    }
+                }
+            }
+        }
+        let zero = _mm512_setzero_ps();
+        for v in 0..V {
+            // SAFETY: the panel has `V * 16` biases; output block `v` of the
+            // panel holds the tile's `PX` pixels (the caller's contract).
+            unsafe {
+                let bias = _mm512_loadu_ps(panel.bias.add(v * 16));
+                for (j, acc) in acc.iter().enumerate() {
+                    let at = v * t.out_plane + j * BLOCK;
+                    let mut y = _mm512_add_ps(acc[v], bias);
+                    if !t.residual.is_null() {
+                        y = _mm512_add_ps(y, _mm512_loadu_ps(t.residual.add(at)));
+                    }
+                    if panel.relu {
+                        y = _mm512_max_ps(y, zero);
+                    }
+                    _mm512_storeu_ps(t.out.add(at), y);
+                }
+            }
+        }
+    }
+
+    /// As [`avx512`] on AVX2: tiles of 6 pixels (then 4, 2, 1) and 16 channels.
+    ///
+    /// # Safety
+    /// As [`super::portable`], for a panel of 16 channels; the CPU supports
+    /// AVX2 and FMA.
+    #[inline]
+    pub(super) unsafe fn avx2(panel: &Panel, t: &Tile, len: usize, stride: usize) {
+        let (mut t, mut left) = (*t, len);
+        while left > 0 {
+            let px = [6, 4, 2, 1]
+                .into_iter()
+                .find(|&px| px <= left)
+                .expect("1 divides everything");
+            // SAFETY: the tile's next `px` pixels (the caller's contract).
+            unsafe {
+                match px {
+                    6 => avx2_tile::<6, 6>(panel, &t, stride),
+                    4 => avx2_tile::<4, 4>(panel, &t, stride),
+                    2 => avx2_tile::<2, 2>(panel, &t, stride),
+                    _ => avx2_tile::<1, 1>(panel, &t, stride),
+                }
+                left -= px;
+                if left > 0 {
+                    t = t.skip(px, stride);
+                }
+            }
+        }
+    }
+
+    /// A tile of two rows of 3 pixels.
+    ///
+    /// # Safety
+    /// As [`avx2`], for 6 pixels, the last 3 one jump further on.
+    #[inline]
+    pub(super) unsafe fn avx2_pair(panel: &Panel, t: &Tile, stride: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { avx2_tile::<6, 3>(panel, t, stride) }
+    }
+
+    /// `PX` pixels `stride` apart, those from the `A`-th on one jump
+    /// further; 16 output channels as two halves.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_tile<const PX: usize, const A: usize>(panel: &Panel, t: &Tile, stride: usize) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; PX];
+        for block in 0..panel.k / BLOCK {
+            // SAFETY: as in `avx512_tile`, with 16-wide panel rows.
+            unsafe {
+                let x = t.x.add(block * t.x_plane);
+                let w = panel.w.add(block * BLOCK * 16);
+                for lane in 0..BLOCK {
+                    let wv = [
+                        _mm256_loadu_ps(w.add(lane * 16)),
+                        _mm256_loadu_ps(w.add(lane * 16 + 8)),
+                    ];
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let at = j * stride * BLOCK + if j >= A { t.jump } else { 0 };
+                        let xj = _mm256_set1_ps(*x.add(at + lane));
+                        acc[0] = _mm256_fmadd_ps(xj, wv[0], acc[0]);
+                        acc[1] = _mm256_fmadd_ps(xj, wv[1], acc[1]);
+                    }
+                }
+            }
+        }
+        let zero = _mm256_setzero_ps();
+        for h in 0..2 {
+            // SAFETY: as in `avx512_tile`, one 16-channel block in halves.
+            unsafe {
+                let bias = _mm256_loadu_ps(panel.bias.add(h * 8));
+                for (j, acc) in acc.iter().enumerate() {
+                    let at = j * BLOCK + h * 8;
+                    let mut y = _mm256_add_ps(acc[h], bias);
+                    if !t.residual.is_null() {
+                        y = _mm256_add_ps(y, _mm256_loadu_ps(t.residual.add(at)));
+                    }
+                    if panel.relu {
+                        y = _mm256_max_ps(y, zero);
+                    }
+                    _mm256_storeu_ps(t.out.add(at), y);
+                }
+            }
+        }
+    }
+}
