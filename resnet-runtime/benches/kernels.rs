@@ -17,7 +17,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::{Array1, Array2, Array4};
-use resnet_runtime::kernels::blocked::{to_blocked, Pointwise};
+use resnet_runtime::kernels::blocked::{to_blocked, BlockedConv};
 use resnet_runtime::kernels::{
     gemm, workspace_len, Conv2d, ConvParams, Epilogue, Isa, PackedWeights,
 };
@@ -217,7 +217,7 @@ fn bench_blocked(c: &mut Criterion) {
             )
             .unwrap();
             let bias = Array1::from_vec(fill(p.out_channels, i + 100));
-            let blocked = Pointwise::new(Isa::best(), p, w.view(), Some(bias.view()));
+            let blocked = BlockedConv::new(Isa::best(), p, w.view(), Some(bias.view()));
             let mut x = vec![0.0; layer.x.len()];
             to_blocked(layer.x.view(), &mut x);
             let residual = layer.residual.as_ref().map(|r| {

@@ -115,7 +115,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn convolutions_stay_inside_their_tensors() {
-    use ConvStrategy::{Direct, Patches, Pointwise, Winograd, Winograd4x4};
+    use ConvStrategy::{Blocked, Direct, Patches, Pointwise, Winograd, Winograd4x4};
     let same = ConvParams::same;
     let grouped = ConvParams {
         groups: 2,
@@ -123,8 +123,14 @@ fn convolutions_stay_inside_their_tensors() {
     };
     // Output channels a whole number of row panels (16) and not (9, 17);
     // rows ending inside a tile, on a half tile, and past it; strided runs
-    // that end on the row's last value.
-    let mut cases = vec![(Patches, grouped)];
+    // that end on the row's last value. The blocked path on 16 and 48
+    // channels (a whole AVX-512 panel and a half one), with output rows of
+    // several tiles, of half a tile (paired), and a flattened 1x1 image.
+    let mut cases = vec![
+        (Patches, grouped),
+        (Blocked, same((16, 48), 5, 3, (13, 23))),
+        (Blocked, same((32, 48), 3, 2, (57, 57))),
+    ];
     for cout in [9, 16, 17] {
         cases.extend([
             (Pointwise, same((5, cout), 1, 1, (7, 9))),
@@ -135,6 +141,13 @@ fn convolutions_stay_inside_their_tensors() {
             (Winograd4x4, same((16, cout), 3, 1, (30, 29))),
             (Direct, same((2, cout), 3, 1, (4, 33))),
         ]);
+        if cout % 16 == 0 {
+            cases.extend([
+                (Blocked, same((16, cout), 3, 2, (29, 31))),
+                (Blocked, same((32, cout), 3, 1, (7, 7))),
+                (Blocked, same((16, cout), 1, 1, (5, 13))),
+            ]);
+        }
         for w in 64..=72 {
             cases.push((Patches, same((6, cout), 1, 2, (3, w))));
             cases.push((Direct, same((3, cout), 7, 2, (9, w))));

@@ -3,7 +3,7 @@
 //! instruction set this CPU supports; and 1 thread against 2, bit for bit.
 
 use ndarray::{s, Array, Array1, Array2, Array4, ArrayView2, ArrayView4, Dimension, ShapeBuilder};
-use resnet_runtime::kernels::blocked::{to_blocked, to_planar, Pointwise};
+use resnet_runtime::kernels::blocked::{to_blocked, to_planar, BlockedConv};
 use resnet_runtime::kernels::elementwise::{channel_affine, fold_batch_norm, subsample, BN_EPS};
 use resnet_runtime::kernels::pool::{avg_pool_linear, avg_pool_linear_scratch, max_pool2d};
 use resnet_runtime::kernels::{
@@ -194,6 +194,55 @@ fn reference_conv(
     (out, scale)
 }
 
+/// [`reference_conv`] followed by the epilogue: `relu?(conv + bias +
+/// residual)`, where the residual may have fewer channels than the output.
+fn reference_epilogue(
+    p: &ConvParams,
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: &[f32],
+    residual: ArrayView4<f32>,
+    relu: bool,
+) -> (Array4<f64>, Array4<f64>) {
+    let (mut want, mut scale) = reference_conv(p, x, w, bias);
+    let res_channels = residual.dim().1;
+    for ((b, o, y, x), v) in want.indexed_iter_mut() {
+        if o < res_channels {
+            *v += residual[(b, o, y, x)] as f64;
+            scale[(b, o, y, x)] += (residual[(b, o, y, x)] as f64).abs();
+        }
+        if relu {
+            *v = v.max(0.0);
+        }
+    }
+    (want, scale)
+}
+
+/// Checks `run(Isa::Portable, 1)` against the f64 reference, then every
+/// instruction set on 1 to 3 threads against it bit for bit.
+fn assert_portable_close_and_others_equal(
+    want: &Array4<f64>,
+    scale: &Array4<f64>,
+    what: &str,
+    run: impl Fn(Isa, usize) -> Array4<f32>,
+) {
+    let portable = run(Isa::Portable, 1);
+    assert_close(&portable, want, scale, 1e-6, what);
+    for isa in Isa::supported() {
+        for threads in 1..=3 {
+            let out = run(isa, threads);
+            let same = out
+                .iter()
+                .zip(&portable)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{what}: {isa:?} on {threads} threads differs from portable"
+            );
+        }
+    }
+}
+
 fn random_conv(rng: &mut Rng) -> ConvParams {
     let kernel = [1, 1, 3, 3, 3, 5, 7][rng.int(0, 6)];
     let groups = [1, 1, 1, 2, 4][rng.int(0, 4)];
@@ -216,10 +265,11 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
         ConvStrategy::Pointwise,
         ConvStrategy::Patches,
         ConvStrategy::Direct,
+        ConvStrategy::Blocked,
         ConvStrategy::Winograd,
         ConvStrategy::Winograd4x4,
     ];
-    let mut ran = [0; 5];
+    let mut ran = [0; 6];
     for case in 0..80 {
         let mut p = random_conv(&mut rng);
         match case % 6 {
@@ -241,6 +291,14 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
                 (p.kernel, p.stride, p.padding, p.groups) = (7, 2, 3, 1);
                 p.in_w = [65, 70, 100][case / 6 % 3];
             }
+            // Channels in blocks of 16 (the blocked path), with output rows
+            // of half an AVX-512 tile (7 pixels) in some.
+            4 => {
+                (p.in_channels, p.out_channels, p.groups) = (16 * (case % 3 + 1), 48, 1);
+                if case % 4 == 0 {
+                    p.in_w = (7 - 1) * p.stride + p.kernel - 2 * p.padding;
+                }
+            }
             _ => {}
         }
         (p.in_h, p.in_w) = (p.in_h.max(p.kernel), p.in_w.max(p.kernel));
@@ -249,21 +307,13 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
         let x = rng.array((batch, p.in_channels, p.in_h, p.in_w));
         let w = rng.array((p.out_channels, p.in_channels / p.groups, p.kernel, p.kernel));
         let bias: Array1<f32> = rng.array(p.out_channels);
-        let (mut want, mut scale) =
-            reference_conv(&p, x.view(), w.view(), bias.as_slice().unwrap());
         // A residual with up to all output channels; the rest are zero-padded.
         let res_channels = rng.int(0, p.out_channels);
         let residual = rng.array((batch, res_channels, oh, ow));
         let relu = case % 2 == 1;
-        for ((b, o, y, x), v) in want.indexed_iter_mut() {
-            if o < res_channels {
-                *v += residual[(b, o, y, x)] as f64;
-                scale[(b, o, y, x)] += (residual[(b, o, y, x)] as f64).abs();
-            }
-            if relu {
-                *v = v.max(0.0);
-            }
-        }
+        let bias_slice = bias.as_slice().unwrap();
+        let (want, scale) =
+            reference_epilogue(&p, x.view(), w.view(), bias_slice, residual.view(), relu);
         let largest_scale = scale.fold(0f64, |m, &s| m.max(s));
         for isa in Isa::supported() {
             for strategy in strategies.into_iter().filter(|s| s.fits(&p)) {
@@ -614,21 +664,15 @@ fn blocked_pointwise_matches_f64_reference_and_the_portable_kernel_bit_for_bit()
         let bias: Array1<f32> = rng.array(p.out_channels);
         let residual = rng.array((batch, p.out_channels, oh, ow));
         let relu = case % 2 == 0;
-        let (mut want, mut scale) =
-            reference_conv(&p, x.view(), w.view(), bias.as_slice().unwrap());
-        for ((b, o, y, x), v) in want.indexed_iter_mut() {
-            *v += residual[(b, o, y, x)] as f64;
-            scale[(b, o, y, x)] += (residual[(b, o, y, x)] as f64).abs();
-            if relu {
-                *v = v.max(0.0);
-            }
-        }
+        let bias_slice = bias.as_slice().unwrap();
+        let (want, scale) =
+            reference_epilogue(&p, x.view(), w.view(), bias_slice, residual.view(), relu);
         let mut blocked_x = vec![0.0; x.len()];
         to_blocked(x.view(), &mut blocked_x);
         let mut blocked_residual = vec![0.0; residual.len()];
         to_blocked(residual.view(), &mut blocked_residual);
         let run = |isa, threads| {
-            let conv = Pointwise::new(isa, p, w.view(), Some(bias.view()));
+            let conv = BlockedConv::new(isa, p, w.view(), Some(bias.view()));
             let mut out = vec![f32::NAN; residual.len()];
             conv.forward(
                 &blocked_x,
@@ -642,21 +686,64 @@ fn blocked_pointwise_matches_f64_reference_and_the_portable_kernel_bit_for_bit()
             to_planar(&out, planar.view_mut());
             planar
         };
-        let portable = run(Isa::Portable, 1);
         let what = format!("{p:?} batch {batch}");
-        assert_close(&portable, &want, &scale, 1e-6, &what);
-        for isa in Isa::supported() {
-            for threads in 1..=3 {
-                let out = run(isa, threads);
-                let same = out
-                    .iter()
-                    .zip(&portable)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(
-                    same,
-                    "{what}: {isa:?} on {threads} threads differs from portable"
-                );
-            }
+        assert_portable_close_and_others_equal(&want, &scale, &what, run);
+    }
+}
+
+/// The blocked strategy on NCHW tensors (padded, blocked copy; outputs
+/// stored back to NCHW rows) against the f64 reference, and every
+/// instruction set and thread count bit for bit against the portable
+/// kernel: kernels of 1 to 7 with every padding, strides 1 to 3, rows of
+/// half a tile on each instruction set, and residuals of fewer channels
+/// than the output (the zero-padded shortcut).
+#[test]
+fn blocked_convolutions_on_nchw_agree_bit_for_bit_across_isas() {
+    let mut rng = Rng::seeded(9);
+    for case in 0..30 {
+        let kernel = [1, 3, 3, 5, 7][case % 5];
+        let stride = [1, 2, 3][case % 3];
+        let mut p = ConvParams {
+            in_channels: 16 * rng.int(1, 3),
+            out_channels: 16 * rng.int(1, 3),
+            kernel,
+            stride,
+            padding: rng.int(0, kernel / 2),
+            groups: 1,
+            in_h: rng.int(kernel, 20),
+            in_w: rng.int(kernel, 40),
+        };
+        if case % 2 == 1 {
+            // Output rows of 7, 3 or 4 pixels: half a tile on AVX-512, AVX2, portable.
+            let ow = [7, 3, 4][case / 2 % 3];
+            p.in_w = (ow - 1) * stride + kernel - 2 * p.padding;
         }
+        let batch = rng.int(1, 2);
+        let (oh, ow) = p.out_hw();
+        let x = rng.array((batch, p.in_channels, p.in_h, p.in_w));
+        let w = rng.array((p.out_channels, p.in_channels, kernel, kernel));
+        let bias: Array1<f32> = rng.array(p.out_channels);
+        let res_channels = rng.int(0, p.out_channels);
+        let residual = rng.array((batch, res_channels, oh, ow));
+        let relu = case % 4 < 2;
+        let bias_slice = bias.as_slice().unwrap();
+        let (want, scale) =
+            reference_epilogue(&p, x.view(), w.view(), bias_slice, residual.view(), relu);
+        let run = |isa, threads| {
+            let conv =
+                Conv2d::with_strategy(isa, ConvStrategy::Blocked, p, w.view(), Some(bias.view()));
+            let mut out = Array4::from_elem((batch, p.out_channels, oh, ow), f32::NAN);
+            conv.forward(
+                x.view(),
+                out.view_mut(),
+                Some(residual.view()),
+                relu,
+                &mut vec![f32::NAN; conv.workspace_len(threads)],
+                threads,
+            );
+            out
+        };
+        let what = format!("{p:?} batch {batch}, residual of {res_channels}");
+        assert_portable_close_and_others_equal(&want, &scale, &what, run);
     }
 }

@@ -1,22 +1,28 @@
-//! 1x1 convolutions on channel-blocked activations: `[N][C / 16][H][W][16]`
+//! Convolutions on channel-blocked activations: `[N][C / 16][H][W][16]`
 //! (NCHW16c, the layout of oneDNN and ONNX Runtime's MLAS), where the 16
 //! channels of a block lie together at each pixel.
 //!
-//! In that layout the kernel needs no packing while the layer runs. Output
+//! In that layout the kernel packs nothing while the layer runs. Output
 //! channels are the vector side: each panel of 32 (or 16) output channels
-//! keeps its weights as `[in][32]`, two vectors an input channel, packed
-//! once. The input supplies the broadcasts: for a tile of `PX` output
-//! pixels, input channel `k` of pixel `j` is one float of a run of `PX`
-//! pixels that lies contiguously in channel block `k / 16`. A tile keeps
-//! `PX x 2` vector accumulators and sums the input channels in ascending
-//! order, so every output is one chain of fused multiply-adds, the same on
-//! every instruction set and for any number of threads. On NCHW
-//! activations the same broadcasts would come from a different row per
-//! input channel, each a page or more from the next: half the speed.
+//! keeps its weights as `[in][tap][32]`, two vectors an input channel and
+//! tap, packed once. The input supplies the broadcasts: for a tile of `PX`
+//! output pixels, input channel `c` at tap `(ky, kx)` of pixel `j` is one
+//! float of channel block `c / 16`, and the tile's pixels lie `stride`
+//! pixels apart. A tile keeps `PX x 2` vector accumulators and sums over
+//! the input channel blocks, taps and channels in that order, so every
+//! output is one chain of fused multiply-adds, the same on every
+//! instruction set and for any number of threads. On NCHW activations the
+//! same broadcasts would come from a different row per input channel, each
+//! a page or more from the next: half the speed.
 //!
-//! Tiles of a stride-1 layer run along the flattened image; a strided one
-//! (the 1x1 stride-2 projection shortcut) keeps each tile within an output
-//! row, whose input pixels then lie `stride` pixels apart.
+//! Tiles of a 1x1 stride-1 layer run along the flattened image; others keep
+//! each tile within an output row, and rows of half a tile pair up.
+//!
+//! [`BlockedConv::forward`] runs on blocked tensors. [`BlockedConv::forward_planar`]
+//! runs on NCHW ones: it copies each image once into a zero-padded blocked
+//! buffer and stores each tile's outputs back into NCHW rows, which is
+//! [`ConvStrategy::Blocked`](super::ConvStrategy::Blocked): for the strided
+//! 3x3 layers that copy costs less than packing their patches did.
 
 use super::conv::{bias_or_zeros, ConvParams};
 use super::gemm::{Isa, SendPtr};
@@ -67,27 +73,39 @@ fn for_each_place(dim: (usize, usize, usize, usize), len: usize, mut f: impl FnM
     }
 }
 
-/// A 1x1 convolution (any stride, no padding, no groups) on blocked
-/// activations, with its bias and epilogue: `relu?(conv(x) + bias + residual)`.
+/// The narrowest output rows [`ConvStrategy::Blocked`](super::ConvStrategy::Blocked)
+/// is chosen for: two AVX-512 tiles. ResNet-50's strided 3x3 layer to
+/// 28x28 is 8% faster in the network at batch 1 and 18% at batch 8. The
+/// one to 14x14 is 6% faster at batch 1 but 5% slower at batch 8, where
+/// the patch GEMM runs at 290 GFLOP/s; at 7x7 each image is four tiles,
+/// each 3x3 panel of weights (590 KiB) streams from L3 for a few pixels,
+/// and the patch GEMM is 15% faster.
+pub const MIN_ROW: usize = 28;
+
+/// An ungrouped convolution on channel counts that are multiples of
+/// [`BLOCK`], with its bias and epilogue: `relu?(conv(x) + bias + residual)`.
 #[derive(Clone, Debug)]
-pub struct Pointwise {
+pub struct BlockedConv {
     params: ConvParams,
     isa: Isa,
     /// Output channels per panel of weights; a last panel of an odd number
     /// of blocks holds 16.
     panel: usize,
-    /// The panels one after another, each `[in][width]`.
+    /// The panels one after another, each `[in / 16][tap][16][width]`.
     weights: Vec<f32>,
     bias: Vec<f32>,
+    /// Tap `(ky, kx)`'s offset from tap `(0, 0)` in the input the kernel
+    /// reads (padded, for [`BlockedConv::forward_planar`]), in floats.
+    taps: Vec<usize>,
 }
 
-impl Pointwise {
-    /// Packs `weight` (`[out, in, 1, 1]`) for `isa`.
+impl BlockedConv {
+    /// Packs `weight` (`[out, in, k, k]`) for `isa`.
     ///
     /// # Panics
-    /// If `params` is not a 1x1 convolution without padding or groups on
-    /// channel counts that are multiples of [`BLOCK`], if `weight` or
-    /// `bias` does not match it, or if `isa` is not supported by this CPU.
+    /// If `params` is grouped or its channel counts are not multiples of
+    /// [`BLOCK`], if `weight` or `bias` does not match it, or if `isa` is
+    /// not supported by this CPU.
     pub fn new(
         isa: Isa,
         params: ConvParams,
@@ -97,37 +115,50 @@ impl Pointwise {
         let ConvParams {
             in_channels: cin,
             out_channels: cout,
+            kernel: k,
             ..
         } = params;
         assert!(
-            params.kernel == 1 && params.padding == 0 && params.groups == 1,
-            "not a plain 1x1 convolution: {params:?}"
+            Self::fits(&params),
+            "not an ungrouped convolution on blocks of {BLOCK} channels: {params:?}"
         );
-        assert!(
-            cin % BLOCK == 0 && cout % BLOCK == 0 && cin > 0 && cout > 0,
-            "channels not in blocks of {BLOCK}: {params:?}"
-        );
-        assert_eq!(weight.dim(), (cout, cin, 1, 1), "weight of {params:?}");
+        assert_eq!(weight.dim(), (cout, cin, k, k), "weight of {params:?}");
         assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
         let panel = match isa {
             Isa::Avx512 => 2 * BLOCK,
             Isa::Avx2 | Isa::Portable => BLOCK,
         };
-        let mut weights = Vec::with_capacity(cin * cout);
+        let mut weights = Vec::with_capacity(cin * cout * k * k);
         for o0 in (0..cout).step_by(panel) {
             let width = panel.min(cout - o0);
-            for i in 0..cin {
-                weights.extend((o0..o0 + width).map(|o| weight[(o, i, 0, 0)]));
+            for block in 0..cin / BLOCK {
+                for (ky, kx) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))) {
+                    for lane in 0..BLOCK {
+                        let i = block * BLOCK + lane;
+                        weights.extend((o0..o0 + width).map(|o| weight[(o, i, ky, kx)]));
+                    }
+                }
             }
         }
-        let bias = bias_or_zeros(bias, &params);
-        Pointwise {
+        let width = params.in_w + 2 * params.padding;
+        let taps = (0..k)
+            .flat_map(|ky| (0..k).map(move |kx| (ky * width + kx) * BLOCK))
+            .collect();
+        BlockedConv {
             params,
             isa,
             panel,
             weights,
-            bias,
+            bias: bias_or_zeros(bias, &params),
+            taps,
         }
+    }
+
+    /// Whether `params` can run blocked: ungrouped, on channel counts that
+    /// are multiples of [`BLOCK`].
+    pub fn fits(params: &ConvParams) -> bool {
+        let (cin, cout) = (params.in_channels, params.out_channels);
+        params.groups == 1 && cin % BLOCK == 0 && cout % BLOCK == 0 && cin > 0 && cout > 0
     }
 
     /// The convolution's shape.
@@ -144,16 +175,26 @@ impl Pointwise {
         }
     }
 
-    /// What every tile of a call shares.
-    fn plan(&self) -> Plan {
+    /// Floats of workspace that [`BlockedConv::forward_planar`] needs: one
+    /// image's padded, blocked copy, and room to start it on a cache line.
+    pub fn workspace_len(&self) -> usize {
+        let p = &self.params;
+        p.in_channels * (p.in_h + 2 * p.padding) * (p.in_w + 2 * p.padding) + BLOCK
+    }
+
+    /// What every tile of a call shares, reading an input of
+    /// `(in_h, in_w)` pixels (padded or not) and writing blocked or
+    /// planar output.
+    fn plan(&self, (in_h, in_w): (usize, usize), planar: bool) -> Plan {
         let p = &self.params;
         let (oh, ow) = p.out_hw();
         let px = self.tile_len();
-        // A stride-1 layer's tiles run along the image, a strided one's
-        // within an output row; output rows of half a tile pair up, and a
-        // tile then reads the second row's pixels from one jump further on.
-        let per_row = if p.stride == 1 { oh * ow } else { ow };
-        let pair = p.stride > 1 && 2 * ow == px;
+        // A 1x1 stride-1 layer's tiles run along the image, others' within
+        // an output row; output rows of half a tile pair up, and a tile
+        // then reads the second row's pixels from one jump further on.
+        let flat = p.kernel == 1 && p.stride == 1 && in_w == ow;
+        let per_row = if flat { oh * ow } else { ow };
+        let pair = !flat && 2 * ow == px;
         let tiles_per_row = per_row.div_ceil(px);
         let rows = oh * ow / per_row;
         Plan {
@@ -168,27 +209,22 @@ impl Pointwise {
             } else {
                 rows * tiles_per_row
             },
-            in_row: if p.stride == 1 {
-                oh * ow
-            } else {
-                p.in_w * p.stride
-            },
-            in_len: p.in_channels * p.in_h * p.in_w,
+            in_row: if flat { oh * ow } else { in_w * p.stride },
+            in_len: p.in_channels * in_h * in_w,
             out_len: p.out_channels * oh * ow,
-            x_plane: BLOCK * p.in_h * p.in_w,
-            out_plane: BLOCK * oh * ow,
+            x_plane: BLOCK * in_h * in_w,
+            out_block: BLOCK * oh * ow,
+            out_px: if planar { 1 } else { BLOCK },
+            planar,
         }
     }
 
     /// `out = relu?(conv(x) + bias + residual)` for `n` images, all of
     /// `x`, `out` and `residual` blocked (`[N][C / 16][H][W][16]`).
     ///
-    /// Threads take runs of tiles, or of panels where a batch has too few
-    /// tiles to share; each thread sweeps every panel of weights over a few
-    /// tiles at a time, few enough that their input stays in L2.
-    ///
     /// # Panics
-    /// If a slice's length does not match `n` images of its shape.
+    /// If the convolution pads its input, or a slice's length does not
+    /// match `n` images of its shape.
     pub fn forward(
         &self,
         x: &[f32],
@@ -199,23 +235,133 @@ impl Pointwise {
         threads: usize,
     ) {
         let p = &self.params;
-        let plan = self.plan();
+        assert_eq!(p.padding, 0, "a blocked input is not padded: {p:?}");
+        let plan = self.plan((p.in_h, p.in_w), false);
         assert_eq!(x.len(), n * plan.in_len, "input of {n} images of {p:?}");
         assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
         if let Some(r) = residual {
             assert_eq!(r.len(), out.len(), "residual of {n} images of {p:?}");
         }
+        let residual = residual.map(|r| (r, p.out_channels));
+        self.run(&plan, n, x, out, residual, relu, threads);
+    }
+
+    /// `out = relu?(conv(x) + bias + residual)` for `n` images, `x`, `out`
+    /// and `residual` in NCHW (as [`Conv2d::forward`](super::Conv2d::forward),
+    /// whose residual is `(data, channels)` and may have fewer channels
+    /// than the output). Each image is first copied, padded and blocked,
+    /// into `workspace` ([`BlockedConv::workspace_len`]). Allocates nothing.
+    ///
+    /// # Panics
+    /// If a slice's length does not match `n` images of its shape, or
+    /// `workspace` is too short.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_planar(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        residual: Option<(&[f32], usize)>,
+        relu: bool,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        let p = &self.params;
+        let padded = (p.in_h + 2 * p.padding, p.in_w + 2 * p.padding);
+        let plan = self.plan(padded, true);
+        let image_len = p.in_channels * p.in_h * p.in_w;
+        assert_eq!(x.len(), n * image_len, "input of {n} images of {p:?}");
+        assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
+        let start = workspace.as_ptr().align_offset(64).min(BLOCK);
+        let copy = &mut workspace[start..start + plan.in_len];
+        let out_image = plan.out_len;
+        for (image, (x, out)) in x
+            .chunks_exact(image_len)
+            .zip(out.chunks_exact_mut(out_image))
+            .enumerate()
+        {
+            self.pad_blocked(x, copy, threads);
+            let residual = residual.map(|(r, channels)| {
+                let len = channels * (out_image / p.out_channels);
+                assert_eq!(r.len(), n * len, "residual of {n} images of {p:?}");
+                (&r[image * len..(image + 1) * len], channels)
+            });
+            self.run(&plan, 1, copy, out, residual, relu, threads);
+        }
+    }
+
+    /// Copies one NCHW image into `copy`, zero-padded and blocked.
+    fn pad_blocked(&self, x: &[f32], copy: &mut [f32], threads: usize) {
+        let p = &self.params;
+        let (w, pad) = (p.in_w, p.padding);
+        let (hp, wp) = (p.in_h + 2 * pad, p.in_w + 2 * pad);
+        let blocks = p.in_channels / BLOCK;
+        let threads = threads.clamp(1, blocks);
+        let copy = SendPtr(copy.as_mut_ptr());
+        on_each(threads, |t| {
+            for block in t * blocks / threads..(t + 1) * blocks / threads {
+                // SAFETY: each thread writes its own blocks of the copy,
+                // which holds `blocks` planes of `hp * wp` pixels.
+                let plane = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        copy.add(block * hp * wp * BLOCK).0,
+                        hp * wp * BLOCK,
+                    )
+                };
+                for (y, row) in plane.chunks_exact_mut(wp * BLOCK).enumerate() {
+                    let Some(y) = (y >= pad && y < pad + p.in_h).then(|| y - pad) else {
+                        row.fill(0.0);
+                        continue;
+                    };
+                    row[..pad * BLOCK].fill(0.0);
+                    row[(pad + w) * BLOCK..].fill(0.0);
+                    let first = (block * BLOCK * p.in_h + y) * w;
+                    gather_row(
+                        self.isa,
+                        x,
+                        first,
+                        p.in_h * w,
+                        &mut row[pad * BLOCK..(pad + w) * BLOCK],
+                    );
+                }
+            }
+        });
+    }
+
+    /// Runs every tile of `plan` for `n` images of `x` into `out`.
+    ///
+    /// Threads take runs of tiles, or of panels where a batch has too few
+    /// tiles to share; each thread sweeps every panel of weights over a few
+    /// tiles at a time, few enough that their input stays in L2.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        plan: &Plan,
+        n: usize,
+        x: &[f32],
+        out: &mut [f32],
+        residual: Option<(&[f32], usize)>,
+        relu: bool,
+        threads: usize,
+    ) {
+        let p = &self.params;
         let (tiles, panels) = (n * plan.tiles, p.out_channels.div_ceil(self.panel));
         // Enough tiles to share: each thread takes a run of them, all panels.
         // Otherwise (a 7x7 image at batch 1) each takes a run of panels.
         let by_tiles = tiles >= 2 * threads;
         let threads = threads.clamp(1, if by_tiles { tiles } else { panels });
-        // Tiles whose input fits in a quarter of L2 (256 KiB): swept by
-        // every panel before the next.
-        let chunk = (256 * 1024 / (4 * plan.px * p.in_channels)).max(1);
+        // Each panel of weights is swept over a chunk of tiles before the
+        // next: all of a thread's tiles when threads split the panels, else
+        // as many as have new input (`stride^2` pixels an output pixel) to
+        // fill a quarter of L2 (256 KiB), which then stays there.
+        let depth = p.in_channels * self.taps.len();
+        let chunk = if by_tiles {
+            (256 * 1024 / (4 * plan.px * p.stride * p.stride * p.in_channels)).max(1)
+        } else {
+            tiles
+        };
         let out = SendPtr(out.as_mut_ptr());
         let work = |t: usize| {
-            let residual = residual.map_or(std::ptr::null(), <[f32]>::as_ptr);
             let (tile_range, panel_range) = if by_tiles {
                 (t * tiles / threads..(t + 1) * tiles / threads, 0..panels)
             } else {
@@ -227,17 +373,22 @@ impl Pointwise {
                     let o0 = q * self.panel;
                     let panel = Panel {
                         k: p.in_channels,
+                        taps: &self.taps,
                         width: self.panel.min(p.out_channels - o0),
-                        w: self.weights[o0 * p.in_channels..].as_ptr(),
+                        w: self.weights[o0 * depth..].as_ptr(),
                         bias: self.bias[o0..].as_ptr(),
-                        first: o0 / BLOCK * plan.out_plane,
+                        first: o0 / BLOCK * plan.out_block,
                         relu,
                     };
+                    // The residual's channels from the panel's first on.
+                    let residual = residual.and_then(|(r, channels)| {
+                        (o0 < channels).then(|| (&r[panel.first..], channels - o0))
+                    });
                     for place in plan.places(chunk.clone()) {
                         // SAFETY: each (tile, panel) is one thread's (the ranges
                         // above partition them); the slices' lengths were
-                        // checked above.
-                        unsafe { self.tile(&plan, &panel, &place, x.as_ptr(), out, residual) };
+                        // checked by the callers.
+                        unsafe { self.tile(plan, &panel, &place, x.as_ptr(), out, residual) };
                     }
                 }
             }
@@ -248,8 +399,10 @@ impl Pointwise {
     /// Computes `panel` of the tile at `place`.
     ///
     /// # Safety
-    /// `x`, `out` and `residual` (unless null) hold the images of `plan`;
-    /// no other thread writes this tile of this panel at the same time.
+    /// `x` and `out` hold the images of `plan`, and `residual` (its
+    /// channels from the panel's first, and how many there are) is laid out
+    /// as `out`; no other thread writes this tile of this panel at the same
+    /// time.
     #[inline]
     unsafe fn tile(
         &self,
@@ -258,31 +411,26 @@ impl Pointwise {
         place: &Place,
         x: *const f32,
         out: SendPtr,
-        residual: *const f32,
+        residual: Option<(&[f32], usize)>,
     ) {
         let (stride, len) = (self.params.stride, place.len);
-        // The tile's first output pixel in the panel's first block, and its
-        // first input pixel in block 0.
-        let (at, from) = (place.out + panel.first, place.input);
         // SAFETY: both offsets lie in their images (the tile is one of them).
         let tile = unsafe {
             Tile {
-                x: x.add(from),
+                x: x.add(place.input),
                 x_plane: plan.x_plane,
-                out: out.add(at).0,
-                out_plane: plan.out_plane,
-                residual: if residual.is_null() {
-                    residual
-                } else {
-                    residual.add(at)
-                },
+                out: out.add(panel.first + place.out).0,
+                out_block: plan.out_block,
+                residual: residual.map_or(std::ptr::null(), |(r, _)| r[place.out..].as_ptr()),
+                residual_rows: residual.map_or(0, |(_, rows)| rows),
                 jump: (plan.in_row - plan.per_row * stride) * BLOCK,
+                planar: plan.planar,
             }
         };
-        // SAFETY: the tile's reads stay in its `len` pixels of `k` channels
-        // and its writes in the same pixels of the panel's channels (the
-        // caller's contract); the kernels are for instruction sets this CPU
-        // has (checked when packing).
+        // SAFETY: the tile's reads stay in its `len` pixels of every
+        // channel and tap, and its writes in the same pixels of the panel's
+        // channels (the caller's contract); the kernels are for instruction
+        // sets this CPU has (checked when packing).
         unsafe {
             match self.isa {
                 #[cfg(target_arch = "x86_64")]
@@ -305,7 +453,7 @@ impl Pointwise {
 struct Plan {
     /// Pixels per tile.
     px: usize,
-    /// Output pixels per row of tiles: the image (stride 1) or an output row.
+    /// Output pixels per row of tiles: the image (1x1, stride 1) or an output row.
     per_row: usize,
     /// Tiles per row of tiles.
     tiles_per_row: usize,
@@ -324,7 +472,11 @@ struct Plan {
     out_len: usize,
     /// Floats from one block of channels to the next, input and output.
     x_plane: usize,
-    out_plane: usize,
+    out_block: usize,
+    /// Floats from one output pixel to the next: 16 blocked, 1 planar.
+    out_px: usize,
+    /// Whether the output is NCHW.
+    planar: bool,
 }
 
 impl Plan {
@@ -358,7 +510,7 @@ impl Plan {
                 (image + 1, 0, 0)
             };
             Place {
-                out: image * self.out_len + (row * self.per_row + col) * BLOCK,
+                out: image * self.out_len + (row * self.per_row + col) * self.out_px,
                 input: image * self.in_len + (row * self.in_row + col * self.stride) * BLOCK,
                 len,
             }
@@ -367,7 +519,8 @@ impl Plan {
 }
 
 /// Where one tile lies, in floats from the start of the batch: its first
-/// output pixel (in block 0) and first input pixel; and its pixels.
+/// output pixel (in channel 0) and first input pixel (in block 0); and
+/// its pixels.
 struct Place {
     out: usize,
     input: usize,
@@ -375,16 +528,18 @@ struct Place {
 }
 
 /// One panel of output channels, as its tiles' kernels see it.
-struct Panel {
+struct Panel<'a> {
     /// Input channels.
     k: usize,
+    /// Each tap's offset in the input, in floats.
+    taps: &'a [usize],
     /// Output channels: 32 or 16.
     width: usize,
-    /// The weights, `[k][width]`.
+    /// The weights, `[k / 16][tap][16][width]`.
     w: *const f32,
     /// The biases, `width` of them.
     bias: *const f32,
-    /// The panel's first output block, in floats from an image's start.
+    /// The panel's first output channel, in floats from an image's start.
     first: usize,
     relu: bool,
 }
@@ -396,15 +551,20 @@ struct Tile {
     x: *const f32,
     /// Floats from one input block to the next.
     x_plane: usize,
-    /// The first output pixel in the panel's first block.
+    /// The first output pixel in the panel's first channel.
     out: *mut f32,
-    /// Floats from one output block to the next.
-    out_plane: usize,
+    /// Floats from one block of 16 output channels to the next.
+    out_block: usize,
     /// The residual at the first output pixel (laid out as `out`), or null.
     residual: *const f32,
+    /// The panel's channels that have a residual (the rest add nothing).
+    residual_rows: usize,
     /// For a tile of two rows: floats from where the second row's first
     /// input pixel would follow the first row's to where it lies.
     jump: usize,
+    /// Whether the output is NCHW: a channel's pixels lie together, 16
+    /// channels to `out_block`.
+    planar: bool,
 }
 
 impl Tile {
@@ -413,17 +573,72 @@ impl Tile {
     /// # Safety
     /// The tile has more than `px` pixels.
     unsafe fn skip(self, px: usize, stride: usize) -> Tile {
+        let out_px = if self.planar { 1 } else { BLOCK };
         // SAFETY: the pixels lie in the tile (the caller's contract).
         unsafe {
             Tile {
                 x: self.x.add(px * stride * BLOCK),
-                out: self.out.add(px * BLOCK),
+                out: self.out.add(px * out_px),
                 residual: if self.residual.is_null() {
                     self.residual
                 } else {
-                    self.residual.add(px * BLOCK)
+                    self.residual.add(px * out_px)
                 },
                 ..self
+            }
+        }
+    }
+
+    /// Where output channel `o` (of the panel) of pixel `j` lies, from `out`.
+    fn at(&self, o: usize, j: usize) -> usize {
+        let (block, lane) = (o / BLOCK, o % BLOCK);
+        if self.planar {
+            block * self.out_block + lane * (self.out_block / BLOCK) + j
+        } else {
+            block * self.out_block + j * BLOCK + lane
+        }
+    }
+
+    /// Stores `y[j][o]`, the sums plus bias of `len` pixels of `width`
+    /// channels, to NCHW output with the residual and clamp.
+    ///
+    /// # Safety
+    /// The tile's output (and residual) holds those pixels and channels.
+    unsafe fn store_planar<const W: usize>(&self, y: &[[f32; W]], width: usize, relu: bool) {
+        for o in 0..width {
+            for (j, y) in y.iter().enumerate() {
+                let at = self.at(o, j);
+                let mut v = y[o];
+                // SAFETY: the caller's contract.
+                unsafe {
+                    if o < self.residual_rows {
+                        v += *self.residual.add(at);
+                    }
+                    if relu {
+                        v = v.max(0.0);
+                    }
+                    *self.out.add(at) = v;
+                }
+            }
+        }
+    }
+}
+
+/// Copies 16 channels of one row of an NCHW image into a blocked row:
+/// `out[x * 16 + lane] = image[first + lane * plane + x]`.
+fn gather_row(isa: Isa, image: &[f32], first: usize, plane: usize, out: &mut [f32]) {
+    let w = out.len() / BLOCK;
+    assert!(first + 15 * plane + w <= image.len(), "a row of the image");
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the assert above bounds every index; the CPU has AVX-512F
+        // (the weights were packed for it).
+        Isa::Avx512 => unsafe { x86::gather_row(image[first..].as_ptr(), plane, out) },
+        _ => {
+            for (x, out) in out.chunks_exact_mut(BLOCK).enumerate() {
+                for (lane, out) in out.iter_mut().enumerate() {
+                    *out = image[first + lane * plane + x];
+                }
             }
         }
     }
@@ -434,26 +649,34 @@ impl Tile {
 ///
 /// # Safety
 /// `t` holds `len` pixels of input, `stride` apart (the pixels from `row`
-/// on one jump further), and of output and residual, for the panel's
-/// channels.
+/// on one jump further), at every tap, and of output and residual, for
+/// the panel's channels.
 unsafe fn portable(panel: &Panel, t: &Tile, len: usize, stride: usize, row: usize) {
     for j in 0..len {
         let from = j * stride * BLOCK + if j >= row { t.jump } else { 0 };
         for o in 0..panel.width {
             let mut acc = 0f32;
-            for k in 0..panel.k {
-                // SAFETY: pixel `j` of input block `k / 16` and row `k` of
-                // the panel are inside the tile (the caller's contract).
-                unsafe {
-                    let x = *t.x.add((k / BLOCK) * t.x_plane + from + k % BLOCK);
-                    acc = x.mul_add(*panel.w.add(k * panel.width + o), acc);
+            for block in 0..panel.k / BLOCK {
+                for (tap, &offset) in panel.taps.iter().enumerate() {
+                    let w = panel
+                        .w
+                        .wrapping_add((block * panel.taps.len() + tap) * BLOCK * panel.width);
+                    for lane in 0..BLOCK {
+                        // SAFETY: pixel `j` of input block `block` at the tap,
+                        // and the panel's row for it, lie in the tile (the
+                        // caller's contract).
+                        unsafe {
+                            let x = *t.x.add(block * t.x_plane + offset + from + lane);
+                            acc = x.mul_add(*w.add(lane * panel.width + o), acc);
+                        }
+                    }
                 }
             }
+            let at = t.at(o, j);
             // SAFETY: as above, for output pixel `j` of channel `o`.
             unsafe {
-                let at = o / BLOCK * t.out_plane + j * BLOCK + o % BLOCK;
                 let mut v = acc + *panel.bias.add(o);
-                if !t.residual.is_null() {
+                if o < t.residual_rows {
                     v += *t.residual.add(at);
                 }
                 if panel.relu {
@@ -518,6 +741,8 @@ mod x86 {
         // SAFETY: the caller's contract.
         unsafe {
             match (stride, panel.width) {
+                (1, 32) => avx512_tile::<14, 1, 2, 7>(panel, t, 1),
+                (1, _) => avx512_tile::<14, 1, 1, 7>(panel, t, 1),
                 (2, 32) => avx512_tile::<14, 2, 2, 7>(panel, t, 2),
                 (2, _) => avx512_tile::<14, 2, 1, 7>(panel, t, 2),
                 (_, 32) => avx512_tile::<14, 0, 2, 7>(panel, t, stride),
@@ -537,35 +762,53 @@ mod x86 {
     ) {
         let step = if S == 0 { stride } else { S } * BLOCK;
         let mut acc = [[_mm512_setzero_ps(); V]; PX];
+        let mut w = panel.w;
         for block in 0..panel.k / BLOCK {
-            // SAFETY: block `block` of the input and its 16 rows of the panel
-            // lie in the tile (the caller's contract).
-            unsafe {
-                let x = t.x.add(block * t.x_plane);
-                let w = panel.w.add(block * BLOCK * V * 16);
-                for lane in 0..BLOCK {
-                    let mut wv = [_mm512_setzero_ps(); V];
-                    for (v, wv) in wv.iter_mut().enumerate() {
-                        *wv = _mm512_loadu_ps(w.add((lane * V + v) * 16));
-                    }
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        let at = j * step + if j >= A { t.jump } else { 0 };
-                        let xj = _mm512_set1_ps(*x.add(at + lane));
-                        for v in 0..V {
-                            acc[v] = _mm512_fmadd_ps(xj, wv[v], acc[v]);
+            for &tap in panel.taps {
+                // SAFETY: block `block` of the input at this tap, and its 16
+                // rows of the panel, lie in the tile (the caller's contract).
+                unsafe {
+                    let x = t.x.add(block * t.x_plane + tap);
+                    for lane in 0..BLOCK {
+                        let mut wv = [_mm512_setzero_ps(); V];
+                        for (v, wv) in wv.iter_mut().enumerate() {
+                            *wv = _mm512_loadu_ps(w.add((lane * V + v) * 16));
+                        }
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let at = j * step + if j >= A { t.jump } else { 0 };
+                            let xj = _mm512_set1_ps(*x.add(at + lane));
+                            for v in 0..V {
+                                acc[v] = _mm512_fmadd_ps(xj, wv[v], acc[v]);
+                            }
                         }
                     }
+                    w = w.add(BLOCK * V * 16);
                 }
             }
         }
         let zero = _mm512_setzero_ps();
+        if t.planar {
+            let mut y = [[0f32; 32]; PX];
+            for v in 0..V {
+                // SAFETY: the panel has `V * 16` biases; `y` rows hold 32.
+                unsafe {
+                    let bias = _mm512_loadu_ps(panel.bias.add(v * 16));
+                    for (y, acc) in y.iter_mut().zip(&acc) {
+                        _mm512_storeu_ps(y[v * 16..].as_mut_ptr(), _mm512_add_ps(acc[v], bias));
+                    }
+                }
+            }
+            // SAFETY: the tile's output holds its pixels (the caller's contract).
+            unsafe { t.store_planar(&y, V * 16, panel.relu) };
+            return;
+        }
         for v in 0..V {
             // SAFETY: the panel has `V * 16` biases; output block `v` of the
             // panel holds the tile's `PX` pixels (the caller's contract).
             unsafe {
                 let bias = _mm512_loadu_ps(panel.bias.add(v * 16));
                 for (j, acc) in acc.iter().enumerate() {
-                    let at = v * t.out_plane + j * BLOCK;
+                    let at = v * t.out_block + j * BLOCK;
                     let mut y = _mm512_add_ps(acc[v], bias);
                     if !t.residual.is_null() {
                         y = _mm512_add_ps(y, _mm512_loadu_ps(t.residual.add(at)));
@@ -623,26 +866,44 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_tile<const PX: usize, const A: usize>(panel: &Panel, t: &Tile, stride: usize) {
         let mut acc = [[_mm256_setzero_ps(); 2]; PX];
+        let mut w = panel.w;
         for block in 0..panel.k / BLOCK {
-            // SAFETY: as in `avx512_tile`, with 16-wide panel rows.
-            unsafe {
-                let x = t.x.add(block * t.x_plane);
-                let w = panel.w.add(block * BLOCK * 16);
-                for lane in 0..BLOCK {
-                    let wv = [
-                        _mm256_loadu_ps(w.add(lane * 16)),
-                        _mm256_loadu_ps(w.add(lane * 16 + 8)),
-                    ];
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        let at = j * stride * BLOCK + if j >= A { t.jump } else { 0 };
-                        let xj = _mm256_set1_ps(*x.add(at + lane));
-                        acc[0] = _mm256_fmadd_ps(xj, wv[0], acc[0]);
-                        acc[1] = _mm256_fmadd_ps(xj, wv[1], acc[1]);
+            for &tap in panel.taps {
+                // SAFETY: as in `avx512_tile`, with 16-wide panel rows.
+                unsafe {
+                    let x = t.x.add(block * t.x_plane + tap);
+                    for lane in 0..BLOCK {
+                        let wv = [
+                            _mm256_loadu_ps(w.add(lane * 16)),
+                            _mm256_loadu_ps(w.add(lane * 16 + 8)),
+                        ];
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let at = j * stride * BLOCK + if j >= A { t.jump } else { 0 };
+                            let xj = _mm256_set1_ps(*x.add(at + lane));
+                            acc[0] = _mm256_fmadd_ps(xj, wv[0], acc[0]);
+                            acc[1] = _mm256_fmadd_ps(xj, wv[1], acc[1]);
+                        }
                     }
+                    w = w.add(BLOCK * 16);
                 }
             }
         }
         let zero = _mm256_setzero_ps();
+        if t.planar {
+            let mut y = [[0f32; 16]; PX];
+            for h in 0..2 {
+                // SAFETY: the panel has 16 biases; `y` rows hold 16.
+                unsafe {
+                    let bias = _mm256_loadu_ps(panel.bias.add(h * 8));
+                    for (y, acc) in y.iter_mut().zip(&acc) {
+                        _mm256_storeu_ps(y[h * 8..].as_mut_ptr(), _mm256_add_ps(acc[h], bias));
+                    }
+                }
+            }
+            // SAFETY: the tile's output holds its pixels (the caller's contract).
+            unsafe { t.store_planar(&y, 16, panel.relu) };
+            return;
+        }
         for h in 0..2 {
             // SAFETY: as in `avx512_tile`, one 16-channel block in halves.
             unsafe {
@@ -658,6 +919,30 @@ mod x86 {
                     }
                     _mm256_storeu_ps(t.out.add(at), y);
                 }
+            }
+        }
+    }
+
+    /// `out[x * 16 + lane] = row[lane * plane + x]`, a gather a pixel.
+    ///
+    /// # Safety
+    /// `row` is valid for reads at every such index; the CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_row(row: *const f32, plane: usize, out: &mut [f32]) {
+        assert!(
+            15 * plane <= i32::MAX as usize,
+            "planes of fewer than 2^31 / 15 floats"
+        );
+        let plane = plane as i32;
+        let lanes = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32(plane),
+        );
+        for (x, out) in out.chunks_exact_mut(BLOCK).enumerate() {
+            // SAFETY: the caller's contract; `out` holds 16 floats.
+            unsafe {
+                let v = _mm512_i32gather_ps::<4>(lanes, row.add(x).cast());
+                _mm512_storeu_ps(out.as_mut_ptr(), v);
             }
         }
     }
