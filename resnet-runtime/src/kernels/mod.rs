@@ -1,6 +1,7 @@
 //! CPU kernels on NCHW `f32` tensors: packed SIMD GEMM with fused
-//! epilogues, convolutions built on it, pooling, the classifier head and
-//! the element-wise ops around them.
+//! epilogues, convolutions built on it or on channel-blocked copies
+//! (`blocked`), pooling, the classifier head and the element-wise ops
+//! around them.
 //!
 //! Scratch memory comes from the caller (`workspace_len` says how much), so
 //! no kernel allocates on the hot path, and results are bit-identical for
