@@ -74,12 +74,13 @@ fn for_each_place(dim: (usize, usize, usize, usize), len: usize, mut f: impl FnM
 }
 
 /// The narrowest output rows [`ConvStrategy::Blocked`](super::ConvStrategy::Blocked)
-/// is chosen for: two AVX-512 tiles. ResNet-50's strided 3x3 layer to
-/// 28x28 is 8% faster in the network at batch 1 and 18% at batch 8. The
-/// one to 14x14 is 6% faster at batch 1 but 5% slower at batch 8, where
-/// the patch GEMM runs at 290 GFLOP/s; at 7x7 each image is four tiles,
-/// each 3x3 panel of weights (590 KiB) streams from L3 for a few pixels,
-/// and the patch GEMM is 15% faster.
+/// is chosen for: two AVX-512 tiles. In the network, ResNet-50's strided
+/// 3x3 layer to 28x28 is 8 to 11% faster than the patch GEMM at batch 1
+/// and 18% at batch 8. The one to 14x14, 12% faster alone, is not in the
+/// network, where its 2.4 MB of weights stream from memory rather than
+/// cache; at 7x7 an image is four tiles, each 590 KiB panel of a 3x3
+/// layer's weights streams in for 49 pixels, and the patch GEMM is 12%
+/// faster even alone.
 pub const MIN_ROW: usize = 28;
 
 /// An ungrouped convolution on channel counts that are multiples of
