@@ -514,8 +514,16 @@ fn max_pool_matches_a_direct_loop() {
 #[test]
 fn pooled_classifier_matches_a_direct_loop() {
     let mut rng = Rng::seeded(5);
-    // More classes than one parallel task takes.
-    let (n, c, h, w, k) = (3, 37, 5, 7, 150);
+    // More classes than one parallel task takes, an odd number of them,
+    // channels past a whole number of 32, and batches that fill blocks of
+    // four images or leave some over.
+    for n in [1, 2, 3, 5, 8] {
+        pooled_classifier_case(&mut rng, n);
+    }
+}
+
+fn pooled_classifier_case(rng: &mut Rng, n: usize) {
+    let (c, h, w, k) = (37, 5, 7, 151);
     let x = rng.array((n, c, h, w));
     let weight = rng.array((k, c));
     let bias = rng.array(k);
