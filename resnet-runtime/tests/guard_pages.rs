@@ -10,6 +10,7 @@
 #![cfg(unix)]
 
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
+use resnet_runtime::kernels::blocked::BlockedConv;
 use resnet_runtime::kernels::pool::{avg_pool_linear, avg_pool_linear_scratch, max_pool2d};
 use resnet_runtime::kernels::{
     gemm, workspace_len, Conv2d, ConvParams, ConvStrategy, Epilogue, Isa, PackedWeights, Residual,
@@ -200,6 +201,57 @@ fn convolutions_stay_inside_their_tensors() {
                         threads,
                     );
                     assert_eq!(bits(gout.slice()), bits(&want), "{what}, flush {flush:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn blocked_convolutions_stay_inside_their_blocked_tensors() {
+    let same = ConvParams::same;
+    // Flattened 1x1 images ending inside a tile; strided ones with rows of
+    // several tiles and of half a tile (paired); a 3x3 kernel without
+    // padding; 16 and 48 output channels (a half AVX-512 panel last).
+    let cases = [
+        same((16, 48), 1, 1, (5, 13)),
+        same((32, 16), 1, 2, (9, 31)),
+        same((16, 48), 1, 2, (13, 13)),
+        ConvParams {
+            padding: 0,
+            ..same((16, 32), 3, 1, (9, 20))
+        },
+    ];
+    for isa in Isa::supported() {
+        for p in cases {
+            let (batch, (oh, ow)) = (2, p.out_hw());
+            let k = p.kernel;
+            let weight = Array4::from_shape_vec(
+                (p.out_channels, p.in_channels, k, k),
+                values(p.out_channels * p.in_channels * k * k, 1),
+            )
+            .unwrap();
+            let bias = Array1::from_vec(values(p.out_channels, 2));
+            let conv = BlockedConv::new(isa, p, weight.view(), Some(bias.view()));
+            let x = values(batch * p.in_channels * p.in_h * p.in_w, 3);
+            let out_len = batch * p.out_channels * oh * ow;
+            let res = values(out_len, 4);
+            for threads in [1, 2] {
+                let mut want = vec![f32::NAN; out_len];
+                conv.forward(&x, batch, &mut want, Some(&res), true, threads);
+                for flush in [Flush::Start, Flush::End] {
+                    let (gx, gres) = (Guarded::new(&x, flush), Guarded::new(&res, flush));
+                    let mut gout = Guarded::new(&vec![f32::NAN; out_len], flush);
+                    conv.forward(
+                        gx.slice(),
+                        batch,
+                        gout.slice_mut(),
+                        Some(gres.slice()),
+                        true,
+                        threads,
+                    );
+                    let what = format!("{isa:?} {p:?}, {threads} threads, flush {flush:?}");
+                    assert_eq!(bits(gout.slice()), bits(&want), "{what}");
                 }
             }
         }
