@@ -211,6 +211,11 @@ impl BlockedConv {
                 rows * tiles_per_row
             },
             in_row: if flat { oh * ow } else { in_w * p.stride },
+            jump: if flat {
+                0
+            } else {
+                (in_w - ow) * p.stride * BLOCK
+            },
             in_len: p.in_channels * in_h * in_w,
             out_len: p.out_channels * oh * ow,
             x_plane: BLOCK * in_h * in_w,
@@ -273,20 +278,22 @@ impl BlockedConv {
         let image_len = p.in_channels * p.in_h * p.in_w;
         assert_eq!(x.len(), n * image_len, "input of {n} images of {p:?}");
         assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
+        // Floats of one image's residual, whose channels may be fewer.
+        let res_len = residual.map_or(0, |(r, channels)| {
+            let len = channels * (plan.out_len / p.out_channels);
+            assert_eq!(r.len(), n * len, "residual of {n} images of {p:?}");
+            len
+        });
         let start = workspace.as_ptr().align_offset(64).min(BLOCK);
         let copy = &mut workspace[start..start + plan.in_len];
-        let out_image = plan.out_len;
         for (image, (x, out)) in x
             .chunks_exact(image_len)
-            .zip(out.chunks_exact_mut(out_image))
+            .zip(out.chunks_exact_mut(plan.out_len))
             .enumerate()
         {
             self.pad_blocked(x, copy, threads);
-            let residual = residual.map(|(r, channels)| {
-                let len = channels * (out_image / p.out_channels);
-                assert_eq!(r.len(), n * len, "residual of {n} images of {p:?}");
-                (&r[image * len..(image + 1) * len], channels)
-            });
+            let residual =
+                residual.map(|(r, channels)| (&r[image * res_len..][..res_len], channels));
             self.run(&plan, 1, copy, out, residual, relu, threads);
         }
     }
@@ -424,7 +431,7 @@ impl BlockedConv {
                 out_block: plan.out_block,
                 residual: residual.map_or(std::ptr::null(), |(r, _)| r[place.out..].as_ptr()),
                 residual_rows: residual.map_or(0, |(_, rows)| rows),
-                jump: (plan.in_row - plan.per_row * stride) * BLOCK,
+                jump: plan.jump,
                 planar: plan.planar,
             }
         };
@@ -468,6 +475,9 @@ struct Plan {
     tiles: usize,
     /// Input pixels from one row of tiles to the next.
     in_row: usize,
+    /// For a tile of two rows: floats from where its second row's first
+    /// input pixel would follow the first row's to where it lies.
+    jump: usize,
     /// Floats per image of input and output.
     in_len: usize,
     out_len: usize,
