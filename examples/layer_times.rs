@@ -1,7 +1,8 @@
 //! Where a forward pass spends its time: every step of the zoo's ResNet-50
 //! or ResNet-18 (random weights) timed inside the network, its median over
 //! the passes, then the same summed by kind of layer, for comparison with
-//! ONNX Runtime's profiler (`tools/ort_layers.py`, also medians).
+//! ONNX Runtime's profiler (`tools/ort_layers.py`, also medians). The whole
+//! pass's median shows what lies between the steps.
 //!
 //!     cargo run --release --example layer_times -- resnet50 1 [passes]
 
@@ -26,17 +27,22 @@ fn main() {
         let profile = workspace.profile().expect("a profiled workspace");
         let labels: Vec<String> = profile.steps().map(|(label, _)| label.to_owned()).collect();
         let mut times = vec![Vec::with_capacity(passes); labels.len()];
+        let mut walls = Vec::with_capacity(passes);
         for _ in 0..passes {
             workspace.profile_mut().expect("profiled").clear();
+            let start = std::time::Instant::now();
             forward(&mut workspace, &mut logits);
+            walls.push(start.elapsed().as_secs_f64() * 1e3);
             let profile = workspace.profile().expect("profiled");
             for (times, (_, took)) in times.iter_mut().zip(profile.steps()) {
                 times.push(took.as_secs_f64() * 1e3);
             }
         }
-        labels.into_iter().zip(times).collect::<Vec<_>>()
+        walls.sort_by(f64::total_cmp);
+        let steps = labels.into_iter().zip(times).collect::<Vec<_>>();
+        (steps, walls[walls.len() / 2])
     };
-    let steps = match model {
+    let (steps, pass) = match model {
         "resnet50" => {
             let m = ResNet50::new_random(0);
             run(&|w, out| m.forward_with(w, &x, out))
@@ -66,9 +72,10 @@ fn main() {
             100.0 * ms / total
         );
     }
+    println!("      {:<58} {total:>8.3} ms", "all steps");
     println!(
-        "      {:<58} {total:>8.3} ms\n\nby kind of layer:",
-        "all steps"
+        "      {:<58} {pass:>8.3} ms\n\nby kind of layer:",
+        "whole pass (median)"
     );
     // The steps summed by what they compute: the label without the layer's name.
     let mut kinds = BTreeMap::<&str, (usize, f64)>::new();
