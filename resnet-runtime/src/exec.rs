@@ -353,6 +353,7 @@ impl Exec<'_> {
             .conv()
             .forward(input, out, residual, relu, &mut scratch[..need], threads);
         *self.scratch = scratch;
+        let n = self.n;
         self.finish(start, || {
             let conv = layer.conv().params();
             let (oh, ow) = conv.out_hw();
@@ -364,7 +365,7 @@ impl Exec<'_> {
                 conv.stride,
                 conv.in_channels,
                 conv.out_channels,
-                layer.conv().strategy()
+                layer.conv().strategy_for(n)
             )
         });
     }

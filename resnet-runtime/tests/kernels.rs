@@ -268,8 +268,12 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
         ConvStrategy::Blocked,
         ConvStrategy::Winograd,
         ConvStrategy::Winograd4x4,
+        ConvStrategy::WinogradOnTheFly,
     ];
-    let mut ran = [0; 6];
+    let mut ran = [0; 7];
+    // Runs of `WinogradOnTheFly` on batches whose tiles make Winograd pay,
+    // rather than the patch GEMM.
+    let mut on_the_fly = 0;
     for case in 0..80 {
         let mut p = random_conv(&mut rng);
         match case % 6 {
@@ -302,7 +306,9 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
             _ => {}
         }
         (p.in_h, p.in_w) = (p.in_h.max(p.kernel), p.in_w.max(p.kernel));
-        let batch = rng.int(1, 3);
+        // Winograd cases from the fifth on run batches of up to 8, whose
+        // tiles may make the blocks `WinogradOnTheFly` needs.
+        let batch = rng.int(1, if case % 6 == 1 && case >= 24 { 8 } else { 3 });
         let (oh, ow) = p.out_hw();
         let x = rng.array((batch, p.in_channels, p.in_h, p.in_w));
         let w = rng.array((p.out_channels, p.in_channels / p.groups, p.kernel, p.kernel));
@@ -319,6 +325,8 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
             for strategy in strategies.into_iter().filter(|s| s.fits(&p)) {
                 ran[strategy as usize] += 1;
                 let conv = Conv2d::with_strategy(isa, strategy, p, w.view(), Some(bias.view()));
+                on_the_fly +=
+                    usize::from(conv.strategy_for(batch) == ConvStrategy::WinogradOnTheFly);
                 let mut workspace = vec![0.0; conv.workspace_len(2)];
                 let what = format!("{p:?} batch {batch} {isa:?} {strategy:?}");
                 let mut outs = Vec::new();
@@ -337,9 +345,9 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
                     // sees only padding still gets its tile's rounding. So
                     // its error is held to the largest scale of all.
                     let (tol, scale) = match strategy {
-                        ConvStrategy::Winograd | ConvStrategy::Winograd4x4 => {
-                            (1e-5, scale.mapv(|_| largest_scale))
-                        }
+                        ConvStrategy::Winograd
+                        | ConvStrategy::Winograd4x4
+                        | ConvStrategy::WinogradOnTheFly => (1e-5, scale.mapv(|_| largest_scale)),
                         _ => (1e-6, scale.clone()),
                     };
                     assert_close(
@@ -356,6 +364,10 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
         }
     }
     assert!(ran.iter().all(|&n| n >= 10), "runs per strategy: {ran:?}");
+    assert!(
+        on_the_fly >= 5,
+        "{on_the_fly} runs of WinogradOnTheFly's Winograd"
+    );
 }
 
 #[test]
@@ -405,8 +417,9 @@ fn simd_kernels_agree_with_the_portable_kernel() {
 #[test]
 fn winograd_matches_direct_convolution_on_resnet_layers() {
     let mut rng = Rng::seeded(8);
-    // ResNet-50's 3x3 stride-1 layers (and ResNet-18/34's), batch 2, with
+    // ResNet-50's 3x3 stride-1 layers (and ResNet-18/34's), batch 8, with
     // the strategy each gets by default (see `ConvStrategy::for_params`).
+    let batch = 8;
     for (channels, side) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
         let p = ConvParams {
             in_channels: channels,
@@ -421,18 +434,23 @@ fn winograd_matches_direct_convolution_on_resnet_layers() {
         let default = match side {
             28.. => ConvStrategy::Winograd4x4,
             8.. => ConvStrategy::Winograd,
-            _ => ConvStrategy::Patches,
+            _ => ConvStrategy::WinogradOnTheFly,
         };
         assert_eq!(ConvStrategy::for_params(&p), default);
+        if default == ConvStrategy::WinogradOnTheFly {
+            let conv = Conv2d::new(p, Array4::zeros((channels, channels, 3, 3)).view(), None);
+            assert_eq!(conv.strategy_for(1), ConvStrategy::Patches);
+            assert_eq!(conv.strategy_for(batch), ConvStrategy::WinogradOnTheFly);
+        }
         // Kaiming-scaled weights and post-ReLU inputs, as in a trained network.
         let gain = (6.0 / (9.0 * channels as f32)).sqrt();
         let w = rng.array((channels, channels, 3, 3)).mapv(|v| v * gain);
         let x = rng
-            .array((2, channels, side, side))
+            .array((batch, channels, side, side))
             .mapv(|v: f32| v.max(0.0));
         let run = |strategy| {
             let conv = Conv2d::with_strategy(Isa::best(), strategy, p, w.view(), None);
-            let mut out = Array4::zeros((2, channels, side, side));
+            let mut out = Array4::zeros((batch, channels, side, side));
             conv.forward(
                 x.view(),
                 out.view_mut(),
@@ -446,7 +464,11 @@ fn winograd_matches_direct_convolution_on_resnet_layers() {
         // The direct convolution, as the patch GEMM computes it.
         let plain = run(ConvStrategy::Patches);
         let largest = plain.iter().fold(0f32, |m, v| m.max(v.abs()));
-        for strategy in [ConvStrategy::Winograd, ConvStrategy::Winograd4x4] {
+        for strategy in [
+            ConvStrategy::Winograd,
+            ConvStrategy::Winograd4x4,
+            ConvStrategy::WinogradOnTheFly,
+        ] {
             let winograd = run(strategy);
             let worst = plain
                 .iter()

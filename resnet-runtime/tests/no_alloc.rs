@@ -49,6 +49,7 @@ fn kernels_allocate_nothing_on_the_hot_path() {
         (ConvStrategy::Direct, 7, 2),
         (ConvStrategy::Winograd, 3, 1),
         (ConvStrategy::Winograd4x4, 3, 1),
+        (ConvStrategy::WinogradOnTheFly, 3, 1),
     ] {
         let p = ConvParams::same((32, 48), kernel, stride, (30, 30));
         let (oh, ow) = p.out_hw();

@@ -15,7 +15,7 @@ use super::blocked::{self, BlockedConv};
 use super::direct::{self, SplitInput};
 use super::gather::{gather, strided_run};
 use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
-use super::winograd::{ConvEpilogue, Tile, Winograd};
+use super::winograd::{ConvEpilogue, OnTheFly, Tile, Winograd};
 use ndarray::{s, Array4, ArrayView1, ArrayView4, ArrayViewMut4};
 
 /// A convolution's shape: channels, kernel, stride, padding, groups and the
@@ -121,6 +121,11 @@ pub enum ConvStrategy {
     /// 3x3, stride 1, ungrouped: Winograd F(4x4, 3x3), 4x fewer multiplications,
     /// with filters kept at 4x their size.
     Winograd4x4,
+    /// 3x3, stride 1, ungrouped: the patch GEMM's packed weights, and from
+    /// a batch of four blocks of tiles on ([`Conv2d::strategy_for`]),
+    /// Winograd F(2x2, 3x3) with filters transformed into the workspace for
+    /// each pass: no transformed copy is kept with the layer.
+    WinogradOnTheFly,
 }
 
 impl ConvStrategy {
@@ -133,7 +138,9 @@ impl ConvStrategy {
     /// batch 1), F(2x2, 3x3) down to 8x8. Below that (ResNet's 7x7 last
     /// stage) 2x2 tiles waste a quarter of their work on the odd edge, an
     /// image's 16 tiles are one thread's block, and a 512-channel layer
-    /// would hold 7.3 MB more for a gain that only comes at larger batches.
+    /// would hold 7.3 MB more for a gain that only comes at larger batches:
+    /// [`ConvStrategy::WinogradOnTheFly`] runs the patch GEMM on small
+    /// batches and transforms its filters for each pass on larger ones.
     ///
     /// Other ungrouped layers with stride 1 or 2 whose output rows are at
     /// least a tile wide go [`ConvStrategy::Direct`]: ResNet's stem, 35%
@@ -157,6 +164,8 @@ impl ConvStrategy {
             ConvStrategy::Winograd4x4
         } else if winograd && side >= 8 {
             ConvStrategy::Winograd
+        } else if winograd {
+            ConvStrategy::WinogradOnTheFly
         } else if p.groups == 1 && p.stride <= 2 && p.out_hw().1 >= gemm::MAX_NR {
             ConvStrategy::Direct
         } else if p.kernel > 1 && p.out_hw().1 >= blocked::MIN_ROW && BlockedConv::fits(p) {
@@ -173,7 +182,9 @@ impl ConvStrategy {
             ConvStrategy::Patches => true,
             ConvStrategy::Direct => p.groups == 1,
             ConvStrategy::Blocked => BlockedConv::fits(p),
-            ConvStrategy::Winograd | ConvStrategy::Winograd4x4 => Winograd::fits(p),
+            ConvStrategy::Winograd | ConvStrategy::Winograd4x4 | ConvStrategy::WinogradOnTheFly => {
+                Winograd::fits(p)
+            }
         }
     }
 }
@@ -319,17 +330,19 @@ impl Conv2d {
                 Packed::Direct(PackedWeights::new(isa, w.view()), offsets)
             }
             ConvStrategy::Blocked => Packed::Blocked(BlockedConv::new(isa, params, weight, bias)),
-            ConvStrategy::Pointwise | ConvStrategy::Patches => Packed::Gemm(
-                (0..groups)
-                    .map(|g| {
-                        let w = weight.slice(s![g * cout..(g + 1) * cout, .., .., ..]);
-                        let w = w
-                            .to_shape((cout, cin * kernel * kernel))
-                            .expect("whole output channels");
-                        PackedWeights::new(isa, w.view())
-                    })
-                    .collect(),
-            ),
+            ConvStrategy::Pointwise | ConvStrategy::Patches | ConvStrategy::WinogradOnTheFly => {
+                Packed::Gemm(
+                    (0..groups)
+                        .map(|g| {
+                            let w = weight.slice(s![g * cout..(g + 1) * cout, .., .., ..]);
+                            let w = w
+                                .to_shape((cout, cin * kernel * kernel))
+                                .expect("whole output channels");
+                            PackedWeights::new(isa, w.view())
+                        })
+                        .collect(),
+                )
+            }
         };
         Self::assemble(params, strategy, packed, bias)
     }
@@ -372,11 +385,35 @@ impl Conv2d {
         self.strategy
     }
 
+    /// How a batch of `batch` is computed: the strategy, except that
+    /// [`ConvStrategy::WinogradOnTheFly`] runs [`ConvStrategy::Patches`]
+    /// while the batch has fewer than four blocks of tiles (each the
+    /// micro-kernel's width).
+    pub fn strategy_for(&self, batch: usize) -> ConvStrategy {
+        match self.on_the_fly() {
+            Some(w) if !w.pays(OnTheFly::tiles(&self.params, batch)) => ConvStrategy::Patches,
+            _ => self.strategy,
+        }
+    }
+
+    /// The Winograd pass of a [`ConvStrategy::WinogradOnTheFly`] layer.
+    fn on_the_fly(&self) -> Option<OnTheFly<'_>> {
+        match &self.packed {
+            Packed::Gemm(weights) if self.strategy == ConvStrategy::WinogradOnTheFly => {
+                Some(OnTheFly::new(&weights[0]))
+            }
+            _ => None,
+        }
+    }
+
     /// Floats of workspace [`Conv2d::forward`] needs with `threads` threads,
     /// whatever the batch size.
     pub fn workspace_len(&self, threads: usize) -> usize {
         match &self.packed {
-            Packed::Gemm(_) => gemm::workspace_len(threads),
+            Packed::Gemm(_) => {
+                let winograd = self.on_the_fly().map_or(0, |w| w.workspace_len(threads));
+                gemm::workspace_len(threads).max(winograd)
+            }
             Packed::Direct(..) => SplitInput::new(&self.params).len(self.params.in_channels),
             Packed::Blocked(conv) => conv.workspace_len(),
             Packed::Winograd(w) => w.workspace_len(threads),
@@ -426,7 +463,16 @@ impl Conv2d {
             );
             (r.to_slice().expect("residual in standard layout"), rc)
         });
+        let epilogue = ConvEpilogue {
+            bias: &self.bias,
+            residual,
+            relu,
+        };
         match &self.packed {
+            Packed::Gemm(_) if self.strategy_for(batch) == ConvStrategy::WinogradOnTheFly => {
+                let winograd = self.on_the_fly().expect("on-the-fly weights");
+                winograd.forward(p, batch, x, out, &epilogue, workspace, threads);
+            }
             Packed::Gemm(weights) => {
                 self.forward_gemm(weights, batch, x, out, residual, relu, workspace, threads)
             }
@@ -437,14 +483,7 @@ impl Conv2d {
             Packed::Blocked(conv) => {
                 conv.forward_planar(x, batch, out, residual, relu, workspace, threads)
             }
-            Packed::Winograd(w) => {
-                let epilogue = ConvEpilogue {
-                    bias: &self.bias,
-                    residual,
-                    relu,
-                };
-                w.forward(p, batch, x, out, &epilogue, workspace, threads);
-            }
+            Packed::Winograd(w) => w.forward(p, batch, x, out, &epilogue, workspace, threads),
         }
     }
 

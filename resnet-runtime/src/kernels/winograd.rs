@@ -51,6 +51,11 @@ impl Tile {
         }
     }
 
+    /// Positions `ξ` of an input tile: one GEMM each.
+    fn positions(self) -> usize {
+        (self.outputs() + 2) * (self.outputs() + 2)
+    }
+
     /// Rows of `G`, whose products `G_i g G_j^T` are the transformed filters.
     fn g(self) -> &'static [[f64; 3]] {
         match self {
@@ -84,6 +89,17 @@ pub(crate) struct Winograd {
     u: Vec<PackedWeights>,
 }
 
+/// Whether Winograd's transforms may use AVX2 with weights packed for `isa`.
+fn avx2_for(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return isa != Isa::Portable && std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        false
+    }
+}
+
 impl Winograd {
     /// Whether `p` can run as Winograd: 3x3, stride 1, one group.
     pub fn fits(p: &ConvParams) -> bool {
@@ -111,24 +127,26 @@ impl Winograd {
                 PackedWeights::new(isa, m.view())
             })
             .collect();
-        #[cfg(target_arch = "x86_64")]
-        let avx2 = isa != Isa::Portable && std::arch::is_x86_feature_detected!("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx2 = false;
-        Winograd { tile, avx2, u }
+        Winograd {
+            tile,
+            avx2: avx2_for(isa),
+            u,
+        }
     }
 
-    /// Floats of one thread's scratch: `V` (`positions x in x NR`) and `M`
-    /// (`out x positions x NR`, `out` rounded up to whole row panels).
-    fn scratch_len(&self) -> usize {
-        let (mr, nr) = self.u[0].isa().tile();
-        let rows = self.u[0].rows().next_multiple_of(mr);
-        self.u.len() * (self.u[0].depth() + rows) * nr
+    fn pass(&self) -> Pass<'_> {
+        let u = &self.u[0];
+        Pass {
+            tile: self.tile,
+            avx2: self.avx2,
+            shape: (u.isa(), u.rows(), u.depth()),
+            filters: Filters::Packed(&self.u),
+        }
     }
 
     /// Floats of workspace [`Winograd::forward`] needs with `threads` threads.
     pub fn workspace_len(&self, threads: usize) -> usize {
-        threads.max(1) * gemm::per_thread(self.scratch_len())
+        self.pass().workspace_len(threads)
     }
 
     /// `out = relu?(conv(x) + bias + residual)` for a batch; `x` is
@@ -149,6 +167,190 @@ impl Winograd {
         workspace: &mut [f32],
         threads: usize,
     ) {
+        self.pass()
+            .forward(p, batch, x, out, epilogue, workspace, threads);
+    }
+}
+
+/// F(2x2, 3x3) on the patch GEMM's packed weights (`out x in·9`, step
+/// `9c + 3a + b` holding tap `(a, b)` of input channel `c`), whose
+/// transformed filters are made in the workspace for each pass rather than
+/// kept with the layer: for layers that run the patch GEMM at small
+/// batches, where transformed filters would only double their memory, and
+/// Winograd at large ones, where one transform serves many tiles.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OnTheFly<'a> {
+    weights: &'a PackedWeights,
+}
+
+impl<'a> OnTheFly<'a> {
+    /// The pass over `weights`, the packed `out x in·9` matrix of a 3x3 layer.
+    pub fn new(weights: &'a PackedWeights) -> Self {
+        OnTheFly { weights }
+    }
+
+    /// Tiles of `p`'s output in a batch of `batch`.
+    pub fn tiles(p: &ConvParams, batch: usize) -> usize {
+        let (oh, ow) = p.out_hw();
+        let n = Tile::F2.outputs();
+        batch * oh.div_ceil(n) * ow.div_ceil(n)
+    }
+
+    /// Whether a batch of `tiles` makes at least [`ON_THE_FLY_BLOCKS`]
+    /// blocks, over which the filter transform pays. The thread count has
+    /// no say, so that it never changes a result's bits.
+    pub fn pays(&self, tiles: usize) -> bool {
+        tiles >= ON_THE_FLY_BLOCKS * self.weights.isa().tile().1
+    }
+
+    /// The weights' instruction set, rows (`out`) and input channels.
+    fn shape(&self) -> (Isa, usize, usize) {
+        let w = self.weights;
+        (w.isa(), w.rows(), w.depth() / 9)
+    }
+
+    /// Floats of all positions' transformed filters.
+    fn filters_len(&self) -> usize {
+        let (isa, rows, cin) = self.shape();
+        Tile::F2.positions() * rows.next_multiple_of(isa.tile().0) * cin
+    }
+
+    fn pass<'u>(&self, u: &'u [f32]) -> Pass<'u> {
+        let (isa, rows, cin) = self.shape();
+        Pass {
+            tile: Tile::F2,
+            avx2: avx2_for(isa),
+            shape: (isa, rows, cin),
+            filters: Filters::Flat(u),
+        }
+    }
+
+    /// Floats of workspace [`OnTheFly::forward`] needs with `threads` threads.
+    pub fn workspace_len(&self, threads: usize) -> usize {
+        let (isa, _, cin) = self.shape();
+        let transform = threads.max(1) * gemm::per_thread(filter_scratch_len(cin, isa.tile().0));
+        self.filters_len() + self.pass(&[]).workspace_len(threads).max(transform)
+    }
+
+    /// As [`Winograd::forward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        p: &ConvParams,
+        batch: usize,
+        x: &[f32],
+        out: &mut [f32],
+        epilogue: &ConvEpilogue,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        let threads = threads.max(1);
+        assert!(
+            workspace.len() >= self.workspace_len(threads),
+            "workspace of {} floats is less than the {} that {threads} threads need",
+            workspace.len(),
+            self.workspace_len(threads)
+        );
+        let (u, rest) = workspace.split_at_mut(self.filters_len());
+        self.transform_filters(u, rest, threads);
+        self.pass(u)
+            .forward(p, batch, x, out, epilogue, rest, threads);
+    }
+
+    /// All positions' filters into `u`, position after position, each as
+    /// [`PackedWeights`] lays out an `out x in` matrix; threads take row
+    /// panels.
+    fn transform_filters(&self, u: &mut [f32], workspace: &mut [f32], threads: usize) {
+        let (isa, rows, cin) = self.shape();
+        let mr = isa.tile().0;
+        let panels = rows.div_ceil(mr);
+        let (panel_len, positions) = (mr * cin, Tile::F2.positions());
+        let avx2 = avx2_for(isa);
+        let to = SendPtr(u.as_mut_ptr());
+        let threads = threads.min(panels);
+        let work = |(thread, scratch): (usize, &mut [f32])| {
+            let stride = filter_panel_stride(cin, mr);
+            for panel in thread * panels / threads..(thread + 1) * panels / threads {
+                transform_filter_panel(mr, self.weights.panel(panel, 0), scratch, avx2);
+                for xi in 0..positions {
+                    let from = &scratch[xi * stride..][..panel_len];
+                    // SAFETY: panel `panel` of position `xi` lies inside `u`
+                    // (`positions x panels x panel_len` floats), and only
+                    // this thread writes it.
+                    unsafe {
+                        let to = to.add((xi * panels + panel) * panel_len).0;
+                        std::ptr::copy_nonoverlapping(from.as_ptr(), to, panel_len);
+                    }
+                }
+            }
+        };
+        gemm::on_threads(workspace, filter_scratch_len(cin, mr), threads, work);
+    }
+}
+
+/// Blocks of tiles from which [`OnTheFly`] runs Winograd. Its filter
+/// transform costs about what two blocks' products gain over the patch
+/// GEMM, and the pass shares blocks among threads: four is two for each
+/// of two threads (ResNet's 7x7 layers from a batch of 8 on AVX-512).
+pub(crate) const ON_THE_FLY_BLOCKS: usize = 4;
+
+/// Where a pass finds `U[ξ]`'s row panels.
+#[derive(Clone, Copy, Debug)]
+enum Filters<'a> {
+    /// One packed `out x in` matrix per position, made with the layer.
+    Packed(&'a [PackedWeights]),
+    /// All positions' matrices in one buffer, position after position,
+    /// laid out as the packed ones: made for this pass ([`OnTheFly`]).
+    Flat(&'a [f32]),
+}
+
+/// One Winograd layer as a forward pass sees it.
+struct Pass<'a> {
+    tile: Tile,
+    /// Whether the transforms may use AVX2 (see [`Winograd`]).
+    avx2: bool,
+    /// The filters' instruction set, rows (`out`) and input channels.
+    shape: (Isa, usize, usize),
+    filters: Filters<'a>,
+}
+
+impl Pass<'_> {
+    /// Row panel `panel` of `U[xi]`: `in` steps of `MR` values.
+    fn panel(&self, xi: usize, panel: usize) -> *const f32 {
+        match self.filters {
+            Filters::Packed(u) => u[xi].panel(panel, 0).as_ptr(),
+            Filters::Flat(u) => {
+                let (isa, rows, cin) = self.shape;
+                let mr = isa.tile().0;
+                let panel_len = mr * cin;
+                u[(xi * rows.div_ceil(mr) + panel) * panel_len..][..panel_len].as_ptr()
+            }
+        }
+    }
+
+    /// Floats of one thread's scratch: `V` (`positions x in x NR`) and `M`
+    /// (`out x positions x NR`, `out` rounded up to whole row panels).
+    fn scratch_len(&self) -> usize {
+        let (isa, rows, cin) = self.shape;
+        let (mr, nr) = isa.tile();
+        self.tile.positions() * (cin + rows.next_multiple_of(mr)) * nr
+    }
+
+    fn workspace_len(&self, threads: usize) -> usize {
+        threads.max(1) * gemm::per_thread(self.scratch_len())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        p: &ConvParams,
+        batch: usize,
+        x: &[f32],
+        out: &mut [f32],
+        epilogue: &ConvEpilogue,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
         let threads = threads.max(1);
         assert!(
             workspace.len() >= self.workspace_len(threads),
@@ -159,8 +361,8 @@ impl Winograd {
         let (oh, ow) = p.out_hw();
         let m = self.tile.outputs();
         let tiles = batch * oh.div_ceil(m) * ow.div_ceil(m);
-        let nr = self.u[0].isa().tile().1;
-        let blocks = tiles.div_ceil(nr);
+        let isa = self.shape.0;
+        let blocks = tiles.div_ceil(isa.tile().1);
         let threads = threads.min(blocks);
         let out = SendPtr(out.as_mut_ptr());
         let work = |(thread, scratch): (usize, &mut [f32])| {
@@ -176,7 +378,7 @@ impl Winograd {
             // `out` holds the batch's output (the caller's slice), and each
             // block writes only its own tiles' pixels.
             unsafe {
-                match self.u[0].isa() {
+                match isa {
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx512 => self.blocks::<Avx512>(&task, blocks, scratch),
                     #[cfg(target_arch = "x86_64")]
@@ -191,61 +393,30 @@ impl Winograd {
     /// Runs blocks `blocks` of `NR` tiles, with `scratch` for `V` and `M`.
     ///
     /// # Safety
-    /// The CPU supports `K`'s instruction set, which `U` was packed for;
-    /// `task.out` is valid for the whole output and no other thread writes
-    /// these blocks' pixels.
+    /// The CPU supports `K`'s instruction set, which the filters were packed
+    /// for; `task.out` is valid for the whole output and no other thread
+    /// writes these blocks' pixels.
     unsafe fn blocks<K: MicroKernel>(
         &self,
         task: &Task,
         blocks: std::ops::Range<usize>,
         scratch: &mut [f32],
     ) {
-        let Task {
-            p,
-            x,
-            out,
-            epilogue,
-            tiles,
-        } = *task;
-        let (oh, ow) = p.out_hw();
-        let (th, tw) = (
-            oh.div_ceil(self.tile.outputs()),
-            ow.div_ceil(self.tile.outputs()),
-        );
-        let (cin, cout) = (p.in_channels, p.out_channels);
-        let positions = self.u.len();
+        let (cin, cout) = (task.p.in_channels, task.p.out_channels);
+        let positions = self.tile.positions();
         let (v, m) = scratch.split_at_mut(positions * cin * K::NR);
         let mut work = OutputWork::new(self.avx2);
         for block in blocks {
-            let first = block * K::NR;
-            let width = K::NR.min(tiles - first);
-            let runs = || Runs::new(first, width, tw);
-
-            // V[ξ]: one `in x NR` panel per position, row `c` at `c * NR`.
-            for run in runs() {
-                let image = run.row / th;
-                let plane = p.in_h * p.in_w;
-                let planes = &x[image * cin * plane..][..cin * plane];
-                let to = Dest {
-                    channel_step: K::NR,
-                    stride: cin * K::NR,
-                    at: run.at,
-                    avx2: self.avx2,
-                };
-                let transform = match self.tile {
-                    Tile::F2 => transform_input_tiles,
-                    Tile::F4 => transform_input_tiles_f4,
-                };
-                transform(planes, p, (run.row % th, run.tx, run.len), v, to);
-            }
+            self.transform_inputs::<K>(task, block, v);
 
             // M[ξ] = U[ξ] · V[ξ], row `o` of position `ξ` at `m[(o * positions + ξ) NR]`.
-            for (xi, u) in self.u.iter().enumerate() {
+            let width = K::NR.min(task.tiles - block * K::NR);
+            for xi in 0..positions {
                 let b = v[xi * cin * K::NR..][..cin * K::NR].as_ptr();
                 for panel in 0..cout.div_ceil(K::MR) {
-                    let a = u.panel(panel, 0).as_ptr();
+                    let a = self.panel(xi, panel);
                     let c = m[(panel * K::MR * positions + xi) * K::NR..].as_mut_ptr();
-                    // SAFETY: the panels hold `cin` steps of `MR` and `NR` values;
+                    // SAFETY: `a` and `b` hold `cin` steps of `MR` and `NR` values;
                     // `m` holds `MR` rows at stride `positions * NR` from `c` (its rows are
                     // rounded up to whole panels); the caller vouches for the CPU. Only
                     // the block's `width` tiles are multiplied: a short last block
@@ -254,44 +425,183 @@ impl Winograd {
                 }
             }
 
-            // Output transform, one output channel at a time.
-            for o in 0..cout {
-                let block = &m[o * positions * K::NR..][..positions * K::NR];
-                for run in runs() {
-                    let image = run.row / th;
-                    // SAFETY: plane `(image, o)` of the output, whose pixels under
-                    // this run's tiles only this block writes (the caller's contract).
-                    let plane = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out.add((image * cout + o) * oh * ow).0,
-                            oh * ow,
-                        )
-                    };
-                    let residual = epilogue.residual.filter(|&(_, channels)| o < channels).map(
-                        |(data, channels)| &data[(image * channels + o) * oh * ow..][..oh * ow],
-                    );
-                    let epilogue = OutputEpilogue {
-                        bias: epilogue.bias[o],
-                        residual,
-                        relu: epilogue.relu,
-                    };
-                    let transform = match self.tile {
-                        Tile::F2 => transform_output_run,
-                        Tile::F4 => transform_output_run_f4,
-                    };
-                    let ty = run.row % th;
-                    transform(
-                        &mut work,
-                        block,
-                        K::NR,
-                        &run,
-                        ty,
-                        (oh, ow),
-                        plane,
-                        &epilogue,
-                    );
-                }
+            // SAFETY: as the caller vouches.
+            unsafe { self.transform_outputs::<K>(task, block, m, &mut work) };
+        }
+    }
+
+    /// `V[ξ]` of block `block`'s `NR` tiles into `v`: one `in x NR` panel
+    /// per position, row `c` at `c * NR`.
+    fn transform_inputs<K: MicroKernel>(&self, task: &Task, block: usize, v: &mut [f32]) {
+        let Task { p, x, tiles, .. } = *task;
+        let (oh, ow) = p.out_hw();
+        let (th, tw) = (
+            oh.div_ceil(self.tile.outputs()),
+            ow.div_ceil(self.tile.outputs()),
+        );
+        let first = block * K::NR;
+        let cin = p.in_channels;
+        for run in Runs::new(first, K::NR.min(tiles - first), tw) {
+            let image = run.row / th;
+            let plane = p.in_h * p.in_w;
+            let planes = &x[image * cin * plane..][..cin * plane];
+            let to = Dest {
+                channel_step: K::NR,
+                stride: cin * K::NR,
+                at: run.at,
+                avx2: self.avx2,
+            };
+            let transform = match self.tile {
+                Tile::F2 => transform_input_tiles,
+                Tile::F4 => transform_input_tiles_f4,
+            };
+            transform(planes, p, (run.row % th, run.tx, run.len), v, to);
+        }
+    }
+
+    /// The output transform of block `block`'s tiles from `m`
+    /// (`positions x NR` an output channel), with the epilogue.
+    ///
+    /// # Safety
+    /// `task.out` is valid for the whole output, and no other thread writes
+    /// this block's pixels.
+    unsafe fn transform_outputs<K: MicroKernel>(
+        &self,
+        task: &Task,
+        block: usize,
+        m: &[f32],
+        work: &mut OutputWork,
+    ) {
+        let Task {
+            p,
+            out,
+            epilogue,
+            tiles,
+            ..
+        } = *task;
+        let (oh, ow) = p.out_hw();
+        let (th, tw) = (
+            oh.div_ceil(self.tile.outputs()),
+            ow.div_ceil(self.tile.outputs()),
+        );
+        let (cout, positions) = (p.out_channels, self.tile.positions());
+        let first = block * K::NR;
+        let transform = match self.tile {
+            Tile::F2 => transform_output_run,
+            Tile::F4 => transform_output_run_f4,
+        };
+        for (o, block) in m.chunks_exact(positions * K::NR).take(cout).enumerate() {
+            for run in Runs::new(first, K::NR.min(tiles - first), tw) {
+                let image = run.row / th;
+                // SAFETY: plane `(image, o)` of the output, whose pixels under
+                // this run's tiles only this block writes (the caller's contract).
+                let plane = unsafe {
+                    std::slice::from_raw_parts_mut(out.add((image * cout + o) * oh * ow).0, oh * ow)
+                };
+                let residual = epilogue
+                    .residual
+                    .filter(|&(_, channels)| o < channels)
+                    .map(|(data, channels)| &data[(image * channels + o) * oh * ow..][..oh * ow]);
+                let epilogue = OutputEpilogue {
+                    bias: epilogue.bias[o],
+                    residual,
+                    relu: epilogue.relu,
+                };
+                let ty = run.row % th;
+                transform(work, block, K::NR, &run, ty, (oh, ow), plane, &epilogue);
             }
+        }
+    }
+}
+
+/// Floats from one position's transformed row panel (`in` steps of `mr`)
+/// to the next's: a cache line more than the panel, so that the 16 values
+/// each input channel's transform stores lie in different sets of the L1
+/// cache. Panels a power of two apart all fell in one set, which a
+/// transform's stores then kept evicting (2.3x slower).
+fn filter_panel_stride(cin: usize, mr: usize) -> usize {
+    cin * mr + 16
+}
+
+/// Floats a thread needs to transform a row panel of filters: all its
+/// positions, [`filter_panel_stride`] apart.
+fn filter_scratch_len(cin: usize, mr: usize) -> usize {
+    Tile::F2.positions() * filter_panel_stride(cin, mr)
+}
+
+/// `U = G g G^T` of F(2x2, 3x3) for one row panel of `mr` output
+/// channels: `g` is the panel as the patch GEMM packs it (step `9c + 3a + b`
+/// holds tap `(a, b)` of input channel `c`, one value per row), and `u`
+/// receives position `ξ`'s panel (`in` steps of `MR`) at `ξ` times
+/// [`filter_panel_stride`].
+/// With `G`'s rows `g0`, `(g0 + g1 + g2) / 2`, `(g0 - g1 + g2) / 2` and
+/// `g2`, each step down and across is two additions, a subtraction and two
+/// halvings, vectorised over the panel's rows.
+fn transform_filter_panel(mr: usize, g: &[f32], u: &mut [f32], avx2: bool) {
+    match mr {
+        8 => filter_panel_dispatch::<8>(g, u, avx2),
+        6 => filter_panel_dispatch::<6>(g, u, avx2),
+        4 => filter_panel_dispatch::<4>(g, u, avx2),
+        mr => unreachable!("no micro-kernel has {mr} rows"),
+    }
+}
+
+/// [`filter_panel`] compiled for AVX2 where `avx2` says it may be.
+fn filter_panel_dispatch<const MR: usize>(g: &[f32], u: &mut [f32], avx2: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        /// [`filter_panel`] with AVX2's wider vectors: the same operations.
+        #[target_feature(enable = "avx2")]
+        fn on_avx2<const MR: usize>(g: &[f32], u: &mut [f32]) {
+            filter_panel::<MR>(g, u);
+        }
+        // SAFETY: `avx2` is only set where the CPU has AVX2 (see [`avx2_for`]).
+        return unsafe { on_avx2::<MR>(g, u) };
+    }
+    let _ = avx2;
+    filter_panel::<MR>(g, u);
+}
+
+/// [`transform_filter_panel`] for panels of `MR` rows.
+#[inline(always)]
+fn filter_panel<const MR: usize>(g: &[f32], u: &mut [f32]) {
+    /// `G`'s step on three rows of lanes: `[x0, (x0 + x1 + x2) / 2,
+    /// (x0 - x1 + x2) / 2, x2]`.
+    #[inline(always)]
+    fn step<const MR: usize>(x0: &[f32; MR], x1: &[f32; MR], x2: &[f32; MR], y: &mut [[f32; MR]]) {
+        for l in 0..MR {
+            let s = x0[l] + x2[l];
+            y[0][l] = x0[l];
+            y[1][l] = (s + x1[l]) * 0.5;
+            y[2][l] = (s - x1[l]) * 0.5;
+            y[3][l] = x2[l];
+        }
+    }
+    let stride = filter_panel_stride(g.len() / (9 * MR), MR);
+    for (c, taps) in g.chunks_exact(9 * MR).enumerate() {
+        // The weights come from memory: ask for them some channels ahead.
+        #[cfg(target_arch = "x86_64")]
+        for line in (0..9 * MR).step_by(16) {
+            let ahead = g.as_ptr().wrapping_add((c + 8) * 9 * MR + line);
+            // SAFETY: prefetching cannot fault or change memory.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ahead.cast())
+            };
+        }
+        let taps: &[[f32; MR]; 9] = taps.as_chunks().0.try_into().expect("9 taps");
+        // `G g` (4 x 3, transposed: column `b` at `gg[4b..]`), down the
+        // filter's rows a column at a time; then `(G g) G^T` (4 x 4),
+        // across each row of `G g`.
+        let mut gg = [[0.0; MR]; 12];
+        for b in 0..3 {
+            step(&taps[b], &taps[3 + b], &taps[6 + b], &mut gg[4 * b..]);
+        }
+        let mut ggg = [[0.0; MR]; 16];
+        for i in 0..4 {
+            step(&gg[i], &gg[4 + i], &gg[8 + i], &mut ggg[4 * i..]);
+        }
+        for (xi, values) in ggg.iter().enumerate() {
+            u[xi * stride + c * MR..][..MR].copy_from_slice(values);
         }
     }
 }
@@ -1166,6 +1476,57 @@ mod tests {
                 (h / u32::MAX as f32 - 0.5) * (1 + i % 7) as f32
             })
             .collect()
+    }
+
+    /// The filter transform of [`OnTheFly`], for each instruction set's
+    /// panels: within a rounding of the transform [`Winograd::new`] makes
+    /// in f64, and the same to the bit on AVX2 as portable.
+    #[test]
+    fn filter_panels_match_the_packed_transform() {
+        let (cout, cin) = (13, 5);
+        let w = values(cout * cin * 9, 11);
+        let weight = ArrayView4::from_shape((cout, cin, 3, 3), &w).unwrap();
+        let p = ConvParams {
+            in_channels: cin,
+            out_channels: cout,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            groups: 1,
+            in_h: 6,
+            in_w: 6,
+        };
+        for isa in Isa::supported() {
+            let mr = isa.tile().0;
+            let plain = PackedWeights::new(isa, weight.to_shape((cout, cin * 9)).unwrap().view());
+            let packed = Winograd::new(isa, Tile::F2, &p, weight);
+            let on_the_fly = OnTheFly::new(&plain);
+            let mut u = vec![f32::NAN; on_the_fly.filters_len()];
+            let mut scratch = vec![0.0; on_the_fly.workspace_len(2)];
+            on_the_fly.transform_filters(&mut u, &mut scratch, 2);
+            let pass = on_the_fly.pass(&u);
+            for xi in 0..16 {
+                for panel in 0..cout.div_ceil(mr) {
+                    let want = packed.u[xi].panel(panel, 0);
+                    // SAFETY: a row panel holds `cin * mr` floats.
+                    let got =
+                        unsafe { std::slice::from_raw_parts(pass.panel(xi, panel), cin * mr) };
+                    for (g, w) in got.iter().zip(want) {
+                        assert!(
+                            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                            "{isa:?} ξ {xi}: {g} for {w}"
+                        );
+                    }
+                }
+            }
+            let stride = filter_panel_stride(cin, mr);
+            let run = |avx2| {
+                let mut u = vec![f32::NAN; 16 * stride];
+                transform_filter_panel(mr, plain.panel(1, 0), &mut u, avx2);
+                u.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(run(avx2_for(isa)), run(false), "{isa:?}");
+        }
     }
 
     /// Whole transforms, AVX2 against portable, to the bit: F(2x2) and
