@@ -407,7 +407,10 @@ impl Conv2d {
     }
 
     /// Floats of workspace [`Conv2d::forward`] needs with `threads` threads,
-    /// whatever the batch size.
+    /// whatever the batch size. For [`ConvStrategy::WinogradOnTheFly`] that
+    /// includes the transformed filters, which only batches that run
+    /// Winograd write: at smaller ones that part of a freshly allocated
+    /// workspace is never touched, and so never resident.
     pub fn workspace_len(&self, threads: usize) -> usize {
         match &self.packed {
             Packed::Gemm(_) => {
