@@ -116,7 +116,9 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn convolutions_stay_inside_their_tensors() {
-    use ConvStrategy::{Blocked, Direct, Patches, Pointwise, Winograd, Winograd4x4};
+    use ConvStrategy::{
+        Blocked, Direct, Patches, Pointwise, Winograd, Winograd4x4, WinogradOnTheFly,
+    };
     let same = ConvParams::same;
     let grouped = ConvParams {
         groups: 2,
@@ -140,6 +142,8 @@ fn convolutions_stay_inside_their_tensors() {
             (Patches, same((3, cout), 3, 1, (5, 40))),
             (Winograd, same((16, cout), 3, 1, (10, 13))),
             (Winograd4x4, same((16, cout), 3, 1, (30, 29))),
+            // Enough tiles at batch 2 for Winograd rather than the patch GEMM.
+            (WinogradOnTheFly, same((16, cout), 3, 1, (16, 17))),
             (Direct, same((2, cout), 3, 1, (4, 33))),
         ]);
         if cout % 16 == 0 {
@@ -172,6 +176,7 @@ fn convolutions_stay_inside_their_tensors() {
             .unwrap();
             let bias = Array1::from_vec(values(p.out_channels, 2));
             let conv = Conv2d::with_strategy(isa, strategy, p, weight.view(), Some(bias.view()));
+            assert_eq!(conv.strategy_for(batch), strategy);
             let x = values(in_shape.0 * in_shape.1 * in_shape.2 * in_shape.3, 3);
             let res = values(res_shape.0 * res_shape.1 * res_shape.2 * res_shape.3, 4);
             let out_len = out_shape.0 * out_shape.1 * out_shape.2 * out_shape.3;
