@@ -419,7 +419,7 @@ impl Conv2d {
             }
             Packed::Direct(..) => SplitInput::new(&self.params).len(self.params.in_channels),
             Packed::Blocked(conv) => conv.workspace_len(),
-            Packed::Winograd(w) => w.workspace_len(threads),
+            Packed::Winograd(w) => w.pass().workspace_len(threads),
         }
     }
 
@@ -474,7 +474,8 @@ impl Conv2d {
         match &self.packed {
             Packed::Gemm(_) if self.strategy_for(batch) == ConvStrategy::WinogradOnTheFly => {
                 let winograd = self.on_the_fly().expect("on-the-fly weights");
-                winograd.forward(p, batch, x, out, &epilogue, workspace, threads);
+                let (pass, workspace) = winograd.prepare(workspace, threads);
+                pass.forward(p, batch, x, out, &epilogue, workspace, threads);
             }
             Packed::Gemm(weights) => {
                 self.forward_gemm(weights, batch, x, out, residual, relu, workspace, threads)
@@ -486,7 +487,9 @@ impl Conv2d {
             Packed::Blocked(conv) => {
                 conv.forward_planar(x, batch, out, residual, relu, workspace, threads)
             }
-            Packed::Winograd(w) => w.forward(p, batch, x, out, &epilogue, workspace, threads),
+            Packed::Winograd(w) => w
+                .pass()
+                .forward(p, batch, x, out, &epilogue, workspace, threads),
         }
     }
 

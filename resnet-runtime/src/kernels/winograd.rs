@@ -134,7 +134,8 @@ impl Winograd {
         }
     }
 
-    fn pass(&self) -> Pass<'_> {
+    /// The layer as a forward pass runs it ([`Pass::forward`]).
+    pub fn pass(&self) -> Pass<'_> {
         let u = &self.u[0];
         Pass {
             tile: self.tile,
@@ -142,33 +143,6 @@ impl Winograd {
             shape: (u.isa(), u.rows(), u.depth()),
             filters: Filters::Packed(&self.u),
         }
-    }
-
-    /// Floats of workspace [`Winograd::forward`] needs with `threads` threads.
-    pub fn workspace_len(&self, threads: usize) -> usize {
-        self.pass().workspace_len(threads)
-    }
-
-    /// `out = relu?(conv(x) + bias + residual)` for a batch; `x` is
-    /// `[N, in, H, W]` and `out` `[N, out, OH, OW]` as flat standard-layout
-    /// slices, `residual` `[N, R, OH, OW]` with its channel count `R <= out`
-    /// (channels from `R` on add nothing). Allocates nothing.
-    ///
-    /// # Panics
-    /// If `workspace` is shorter than [`Winograd::workspace_len`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward(
-        &self,
-        p: &ConvParams,
-        batch: usize,
-        x: &[f32],
-        out: &mut [f32],
-        epilogue: &ConvEpilogue,
-        workspace: &mut [f32],
-        threads: usize,
-    ) {
-        self.pass()
-            .forward(p, batch, x, out, epilogue, workspace, threads);
     }
 }
 
@@ -225,25 +199,24 @@ impl<'a> OnTheFly<'a> {
         }
     }
 
-    /// Floats of workspace [`OnTheFly::forward`] needs with `threads` threads.
+    /// Floats of workspace [`OnTheFly::prepare`] and the pass it returns
+    /// need with `threads` threads.
     pub fn workspace_len(&self, threads: usize) -> usize {
         let (isa, _, cin) = self.shape();
         let transform = threads.max(1) * gemm::per_thread(filter_scratch_len(cin, isa.tile().0));
         self.filters_len() + self.pass(&[]).workspace_len(threads).max(transform)
     }
 
-    /// As [`Winograd::forward`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward(
+    /// Transforms the filters into the start of `workspace` and returns
+    /// the pass that runs on them, with the rest of the workspace for it.
+    ///
+    /// # Panics
+    /// If `workspace` is shorter than [`OnTheFly::workspace_len`].
+    pub fn prepare<'w>(
         &self,
-        p: &ConvParams,
-        batch: usize,
-        x: &[f32],
-        out: &mut [f32],
-        epilogue: &ConvEpilogue,
-        workspace: &mut [f32],
+        workspace: &'w mut [f32],
         threads: usize,
-    ) {
+    ) -> (Pass<'w>, &'w mut [f32]) {
         let threads = threads.max(1);
         assert!(
             workspace.len() >= self.workspace_len(threads),
@@ -253,8 +226,7 @@ impl<'a> OnTheFly<'a> {
         );
         let (u, rest) = workspace.split_at_mut(self.filters_len());
         self.transform_filters(u, rest, threads);
-        self.pass(u)
-            .forward(p, batch, x, out, epilogue, rest, threads);
+        (self.pass(u), rest)
     }
 
     /// All positions' filters into `u`, position after position, each as
@@ -304,8 +276,9 @@ enum Filters<'a> {
     Flat(&'a [f32]),
 }
 
-/// One Winograd layer as a forward pass sees it.
-struct Pass<'a> {
+/// One Winograd layer as a forward pass sees it: its filters, kept
+/// ([`Winograd::pass`]) or made for the pass ([`OnTheFly::prepare`]).
+pub(crate) struct Pass<'a> {
     tile: Tile,
     /// Whether the transforms may use AVX2 (see [`Winograd`]).
     avx2: bool,
@@ -336,12 +309,20 @@ impl Pass<'_> {
         self.tile.positions() * (cin + rows.next_multiple_of(mr)) * nr
     }
 
-    fn workspace_len(&self, threads: usize) -> usize {
+    /// Floats of workspace [`Pass::forward`] needs with `threads` threads.
+    pub fn workspace_len(&self, threads: usize) -> usize {
         threads.max(1) * gemm::per_thread(self.scratch_len())
     }
 
+    /// `out = relu?(conv(x) + bias + residual)` for a batch; `x` is
+    /// `[N, in, H, W]` and `out` `[N, out, OH, OW]` as flat standard-layout
+    /// slices, `residual` `[N, R, OH, OW]` with its channel count `R <= out`
+    /// (channels from `R` on add nothing). Allocates nothing.
+    ///
+    /// # Panics
+    /// If `workspace` is shorter than [`Pass::workspace_len`].
     #[allow(clippy::too_many_arguments)]
-    fn forward(
+    pub fn forward(
         &self,
         p: &ConvParams,
         batch: usize,
