@@ -523,12 +523,7 @@ pub(crate) unsafe fn run_jobs<'a, B, F>(
     let first = job(0);
     let isa = first.a.isa;
     let threads = threads.max(1);
-    assert!(
-        workspace.len() >= workspace_len(threads),
-        "workspace of {} floats is less than the {} that {threads} threads need",
-        workspace.len(),
-        workspace_len(threads)
-    );
+    check_workspace(workspace, workspace_len(threads), threads);
     let split = Split::new(
         (first.a.m, first.a.k, first.n),
         count,
@@ -553,6 +548,16 @@ pub(crate) unsafe fn run_jobs<'a, B, F>(
         }
     };
     on_threads(workspace, KC * NC, threads, work);
+}
+
+/// Panics unless `workspace` holds the `need` floats that `threads`
+/// threads need.
+pub(crate) fn check_workspace(workspace: &[f32], need: usize, threads: usize) {
+    assert!(
+        workspace.len() >= need,
+        "workspace of {} floats is less than the {need} that {threads} threads need",
+        workspace.len(),
+    );
 }
 
 /// Calls `work((thread, scratch))` for each of `threads` threads, each with

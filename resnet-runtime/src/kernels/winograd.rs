@@ -218,12 +218,7 @@ impl<'a> OnTheFly<'a> {
         threads: usize,
     ) -> (Pass<'w>, &'w mut [f32]) {
         let threads = threads.max(1);
-        assert!(
-            workspace.len() >= self.workspace_len(threads),
-            "workspace of {} floats is less than the {} that {threads} threads need",
-            workspace.len(),
-            self.workspace_len(threads)
-        );
+        gemm::check_workspace(workspace, self.workspace_len(threads), threads);
         let (u, rest) = workspace.split_at_mut(self.filters_len());
         self.transform_filters(u, rest, threads);
         (self.pass(u), rest)
@@ -333,12 +328,7 @@ impl Pass<'_> {
         threads: usize,
     ) {
         let threads = threads.max(1);
-        assert!(
-            workspace.len() >= self.workspace_len(threads),
-            "workspace of {} floats is less than the {} that {threads} threads need",
-            workspace.len(),
-            self.workspace_len(threads)
-        );
+        gemm::check_workspace(workspace, self.workspace_len(threads), threads);
         let (oh, ow) = p.out_hw();
         let m = self.tile.outputs();
         let tiles = batch * oh.div_ceil(m) * ow.div_ceil(m);
