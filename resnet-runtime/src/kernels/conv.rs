@@ -390,10 +390,18 @@ impl Conv2d {
     /// while the batch has fewer than four blocks of tiles (each the
     /// micro-kernel's width).
     pub fn strategy_for(&self, batch: usize) -> ConvStrategy {
-        match self.on_the_fly() {
-            Some(w) if !w.pays(OnTheFly::tiles(&self.params, batch)) => ConvStrategy::Patches,
-            _ => self.strategy,
+        match self.strategy {
+            ConvStrategy::WinogradOnTheFly if self.winograd_for(batch).is_none() => {
+                ConvStrategy::Patches
+            }
+            strategy => strategy,
         }
+    }
+
+    /// The Winograd pass of a [`ConvStrategy::WinogradOnTheFly`] layer,
+    /// where a batch of `batch` runs it.
+    fn winograd_for(&self, batch: usize) -> Option<OnTheFly<'_>> {
+        self.on_the_fly().filter(|w| w.pays(&self.params, batch))
     }
 
     /// The Winograd pass of a [`ConvStrategy::WinogradOnTheFly`] layer.
@@ -471,12 +479,12 @@ impl Conv2d {
             residual,
             relu,
         };
+        if let Some(winograd) = self.winograd_for(batch) {
+            let (pass, workspace) = winograd.prepare(workspace, threads);
+            pass.forward(p, batch, x, out, &epilogue, workspace, threads);
+            return;
+        }
         match &self.packed {
-            Packed::Gemm(_) if self.strategy_for(batch) == ConvStrategy::WinogradOnTheFly => {
-                let winograd = self.on_the_fly().expect("on-the-fly weights");
-                let (pass, workspace) = winograd.prepare(workspace, threads);
-                pass.forward(p, batch, x, out, &epilogue, workspace, threads);
-            }
             Packed::Gemm(weights) => {
                 self.forward_gemm(weights, batch, x, out, residual, relu, workspace, threads)
             }

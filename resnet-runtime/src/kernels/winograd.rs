@@ -51,6 +51,12 @@ impl Tile {
         }
     }
 
+    /// Tiles of `p`'s output in a batch of `batch`.
+    fn count(self, p: &ConvParams, batch: usize) -> usize {
+        let (oh, ow) = p.out_hw();
+        batch * oh.div_ceil(self.outputs()) * ow.div_ceil(self.outputs())
+    }
+
     /// Positions `ξ` of an input tile: one GEMM each.
     fn positions(self) -> usize {
         (self.outputs() + 2) * (self.outputs() + 2)
@@ -163,18 +169,12 @@ impl<'a> OnTheFly<'a> {
         OnTheFly { weights }
     }
 
-    /// Tiles of `p`'s output in a batch of `batch`.
-    pub fn tiles(p: &ConvParams, batch: usize) -> usize {
-        let (oh, ow) = p.out_hw();
-        let n = Tile::F2.outputs();
-        batch * oh.div_ceil(n) * ow.div_ceil(n)
-    }
-
-    /// Whether a batch of `tiles` makes at least [`ON_THE_FLY_BLOCKS`]
-    /// blocks, over which the filter transform pays. The thread count has
-    /// no say, so that it never changes a result's bits.
-    pub fn pays(&self, tiles: usize) -> bool {
-        tiles >= ON_THE_FLY_BLOCKS * self.weights.isa().tile().1
+    /// Whether a batch of `batch` of `p` makes at least
+    /// [`ON_THE_FLY_BLOCKS`] blocks of tiles, over which the filter
+    /// transform pays. The thread count has no say, so that it never
+    /// changes a result's bits.
+    pub fn pays(&self, p: &ConvParams, batch: usize) -> bool {
+        Tile::F2.count(p, batch) >= ON_THE_FLY_BLOCKS * self.weights.isa().tile().1
     }
 
     /// The weights' instruction set, rows (`out`) and input channels.
@@ -329,9 +329,7 @@ impl Pass<'_> {
     ) {
         let threads = threads.max(1);
         gemm::check_workspace(workspace, self.workspace_len(threads), threads);
-        let (oh, ow) = p.out_hw();
-        let m = self.tile.outputs();
-        let tiles = batch * oh.div_ceil(m) * ow.div_ceil(m);
+        let tiles = self.tile.count(p, batch);
         let isa = self.shape.0;
         let blocks = tiles.div_ceil(isa.tile().1);
         let threads = threads.min(blocks);
