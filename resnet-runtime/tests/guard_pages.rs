@@ -207,6 +207,30 @@ fn convolutions_stay_inside_their_tensors() {
                     );
                     assert_eq!(bits(gout.slice()), bits(&want), "{what}, flush {flush:?}");
                 }
+                // In place, the output holding a residual of all its channels.
+                let full = values(out_len, 5);
+                let mut want = full.clone();
+                conv.forward_in_place(
+                    ArrayView4::from_shape(in_shape, &x).unwrap(),
+                    ArrayViewMut4::from_shape(out_shape, &mut want).unwrap(),
+                    true,
+                    &mut workspace,
+                    threads,
+                );
+                for flush in [Flush::Start, Flush::End] {
+                    let gx = Guarded::new(&x, flush);
+                    let mut gout = Guarded::new(&full, flush);
+                    let mut gws = Guarded::zeros(conv.workspace_len(threads), flush);
+                    conv.forward_in_place(
+                        gx.view4(in_shape),
+                        gout.view4_mut(out_shape),
+                        true,
+                        gws.slice_mut(),
+                        threads,
+                    );
+                    let what = format!("{what}, in place, flush {flush:?}");
+                    assert_eq!(bits(gout.slice()), bits(&want), "{what}");
+                }
             }
         }
     }
@@ -286,6 +310,7 @@ fn gemm_stays_inside_its_matrices() {
                             rows: m - 1,
                         }),
                         relu: true,
+                        accumulate: false,
                     };
                     let b = ArrayView2::from_shape((k, n), b).unwrap();
                     let c = ArrayViewMut2::from_shape((m, n), c).unwrap();

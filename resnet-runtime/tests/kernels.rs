@@ -113,6 +113,7 @@ fn gemm_matches_f64_reference_on_every_isa_and_thread_count() {
                 rows: res_rows,
             }),
             relu,
+            accumulate: false,
         };
         let mut workspace = vec![0.0; workspace_len(2)];
         for isa in Isa::supported() {
@@ -143,6 +144,32 @@ fn gemm_matches_f64_reference_on_every_isa_and_thread_count() {
             assert!(
                 outs[0] == outs[1],
                 "gemm {m}x{k}x{n} {isa:?}: 1 and 2 threads differ"
+            );
+            // The same with `C` holding the residual, added in place.
+            let mut c = Array2::zeros((m, n));
+            if with_residual {
+                c.slice_mut(s![..res_rows, ..])
+                    .assign(&residual.slice(s![..res_rows, ..]));
+            }
+            let accumulate = Epilogue {
+                residual: None,
+                accumulate: true,
+                ..epilogue
+            };
+            gemm(
+                &packed,
+                b.view(),
+                c.view_mut(),
+                &accumulate,
+                &mut workspace,
+                2,
+            );
+            assert_close(
+                &c,
+                &want,
+                &scale,
+                1e-6,
+                &format!("gemm {m}x{k}x{n} {isa:?} accumulating"),
             );
         }
     }
@@ -358,8 +385,26 @@ fn convolutions_match_f64_reference_on_every_isa_strategy_and_thread_count() {
                         &format!("{what}, {threads} threads"),
                     );
                     outs.push(out);
+                    // The same with the residual already in the output,
+                    // zero-padded to all its channels.
+                    let mut out = Array4::zeros((batch, p.out_channels, oh, ow));
+                    out.slice_mut(s![.., ..res_channels, .., ..])
+                        .assign(&residual);
+                    conv.forward_in_place(x.view(), out.view_mut(), relu, &mut workspace, threads);
+                    assert_close(
+                        &out,
+                        &want,
+                        &scale,
+                        tol,
+                        &format!("{what}, {threads} threads, in place"),
+                    );
+                    outs.push(out);
                 }
-                assert!(outs[0] == outs[1], "{what}: 1 and 2 threads differ");
+                assert!(outs[0] == outs[2], "{what}: 1 and 2 threads differ");
+                assert!(
+                    outs[1] == outs[3],
+                    "{what}: 1 and 2 threads differ in place"
+                );
             }
         }
     }

@@ -18,13 +18,14 @@
 //! Tiles of a 1x1 stride-1 layer run along the flattened image; others keep
 //! each tile within an output row, and rows of half a tile pair up.
 //!
-//! [`BlockedConv::forward`] runs on blocked tensors. [`BlockedConv::forward_planar`]
-//! runs on NCHW ones: it copies each image once into a zero-padded blocked
+//! [`BlockedConv::forward`] runs on blocked tensors, and
+//! [`Conv2d::forward`](super::Conv2d::forward) with this strategy on NCHW
+//! ones: it copies each image once into a zero-padded blocked
 //! buffer and stores each tile's outputs back into NCHW rows, which is
 //! [`ConvStrategy::Blocked`](super::ConvStrategy::Blocked): for the strided
 //! 3x3 layers that copy costs less than packing their patches did.
 
-use super::conv::{bias_or_zeros, ConvParams};
+use super::conv::{bias_or_zeros, ConvParams, Shortcut};
 use super::gemm::{Isa, SendPtr};
 use super::parallel::on_each;
 use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
@@ -176,8 +177,9 @@ impl BlockedConv {
         }
     }
 
-    /// Floats of workspace that [`BlockedConv::forward_planar`] needs: one
-    /// image's padded, blocked copy, and room to start it on a cache line.
+    /// Floats of workspace that a [`Conv2d`](super::Conv2d) with this
+    /// strategy needs, on NCHW tensors: one image's padded, blocked copy,
+    /// and room to start it on a cache line.
     pub fn workspace_len(&self) -> usize {
         let p = &self.params;
         p.in_channels * (p.in_h + 2 * p.padding) * (p.in_w + 2 * p.padding) + BLOCK
@@ -245,29 +247,32 @@ impl BlockedConv {
         let plan = self.plan((p.in_h, p.in_w), false);
         assert_eq!(x.len(), n * plan.in_len, "input of {n} images of {p:?}");
         assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
-        if let Some(r) = residual {
-            assert_eq!(r.len(), out.len(), "residual of {n} images of {p:?}");
-        }
-        let residual = residual.map(|r| (r, p.out_channels));
-        self.run(&plan, n, x, out, residual, relu, threads);
+        let shortcut = match residual {
+            Some(r) => {
+                assert_eq!(r.len(), out.len(), "residual of {n} images of {p:?}");
+                Shortcut::Add(r, p.out_channels)
+            }
+            None => Shortcut::None,
+        };
+        self.run(&plan, n, x, out, shortcut, relu, threads);
     }
 
-    /// `out = relu?(conv(x) + bias + residual)` for `n` images, `x`, `out`
-    /// and `residual` in NCHW (as [`Conv2d::forward`](super::Conv2d::forward),
-    /// whose residual is `(data, channels)` and may have fewer channels
-    /// than the output). Each image is first copied, padded and blocked,
+    /// `out = relu?(conv(x) + bias + shortcut)` for `n` images, `x`, `out`
+    /// and the shortcut's residual in NCHW (as
+    /// [`Conv2d::forward`](super::Conv2d::forward), whose residual may have
+    /// fewer channels than the output). Each image is first copied, padded and blocked,
     /// into `workspace` ([`BlockedConv::workspace_len`]). Allocates nothing.
     ///
     /// # Panics
     /// If a slice's length does not match `n` images of its shape, or
     /// `workspace` is too short.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_planar(
+    pub(crate) fn forward_planar(
         &self,
         x: &[f32],
         n: usize,
         out: &mut [f32],
-        residual: Option<(&[f32], usize)>,
+        shortcut: Shortcut,
         relu: bool,
         workspace: &mut [f32],
         threads: usize,
@@ -279,11 +284,14 @@ impl BlockedConv {
         assert_eq!(x.len(), n * image_len, "input of {n} images of {p:?}");
         assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
         // Floats of one image's residual, whose channels may be fewer.
-        let res_len = residual.map_or(0, |(r, channels)| {
-            let len = channels * (plan.out_len / p.out_channels);
-            assert_eq!(r.len(), n * len, "residual of {n} images of {p:?}");
-            len
-        });
+        let res_len = match shortcut {
+            Shortcut::Add(r, channels) => {
+                let len = channels * (plan.out_len / p.out_channels);
+                assert_eq!(r.len(), n * len, "residual of {n} images of {p:?}");
+                len
+            }
+            Shortcut::None | Shortcut::InPlace => 0,
+        };
         let start = workspace.as_ptr().align_offset(64).min(BLOCK);
         let copy = &mut workspace[start..start + plan.in_len];
         for (image, (x, out)) in x
@@ -292,9 +300,13 @@ impl BlockedConv {
             .enumerate()
         {
             self.pad_blocked(x, copy, threads);
-            let residual =
-                residual.map(|(r, channels)| (&r[image * res_len..][..res_len], channels));
-            self.run(&plan, 1, copy, out, residual, relu, threads);
+            let shortcut = match shortcut {
+                Shortcut::Add(r, channels) => {
+                    Shortcut::Add(&r[image * res_len..][..res_len], channels)
+                }
+                other => other,
+            };
+            self.run(&plan, 1, copy, out, shortcut, relu, threads);
         }
     }
 
@@ -348,7 +360,7 @@ impl BlockedConv {
         n: usize,
         x: &[f32],
         out: &mut [f32],
-        residual: Option<(&[f32], usize)>,
+        shortcut: Shortcut,
         relu: bool,
         threads: usize,
     ) {
@@ -389,14 +401,18 @@ impl BlockedConv {
                         relu,
                     };
                     // The residual's channels from the panel's first on.
-                    let residual = residual.and_then(|(r, channels)| {
-                        (o0 < channels).then(|| (&r[panel.first..], channels - o0))
-                    });
+                    let shortcut = match shortcut {
+                        Shortcut::Add(r, channels) if o0 < channels => {
+                            Shortcut::Add(&r[panel.first..], channels - o0)
+                        }
+                        Shortcut::Add(..) => Shortcut::None,
+                        other => other,
+                    };
                     for place in plan.places(chunk.clone()) {
                         // SAFETY: each (tile, panel) is one thread's (the ranges
                         // above partition them); the slices' lengths were
                         // checked by the callers.
-                        unsafe { self.tile(plan, &panel, &place, x.as_ptr(), out, residual) };
+                        unsafe { self.tile(plan, &panel, &place, x.as_ptr(), out, shortcut) };
                     }
                 }
             }
@@ -407,9 +423,9 @@ impl BlockedConv {
     /// Computes `panel` of the tile at `place`.
     ///
     /// # Safety
-    /// `x` and `out` hold the images of `plan`, and `residual` (its
-    /// channels from the panel's first, and how many there are) is laid out
-    /// as `out`; no other thread writes this tile of this panel at the same
+    /// `x` and `out` hold the images of `plan`, and the shortcut's
+    /// residual (its channels from the panel's first, and how many there
+    /// are) is laid out as `out`; no other thread writes this tile of this panel at the same
     /// time.
     #[inline]
     unsafe fn tile(
@@ -419,18 +435,26 @@ impl BlockedConv {
         place: &Place,
         x: *const f32,
         out: SendPtr,
-        residual: Option<(&[f32], usize)>,
+        shortcut: Shortcut,
     ) {
         let (stride, len) = (self.params.stride, place.len);
         // SAFETY: both offsets lie in their images (the tile is one of them).
+        let out = unsafe { out.add(panel.first + place.out).0 };
+        let (residual, residual_rows) = match shortcut {
+            Shortcut::None => (std::ptr::null(), 0),
+            Shortcut::Add(r, rows) => (r[place.out..].as_ptr(), rows),
+            // The kernels read each output's residual before they store it.
+            Shortcut::InPlace => (out.cast_const(), panel.width),
+        };
+        // SAFETY: the input's offset lies in its image.
         let tile = unsafe {
             Tile {
                 x: x.add(place.input),
                 x_plane: plan.x_plane,
-                out: out.add(panel.first + place.out).0,
+                out,
                 out_block: plan.out_block,
-                residual: residual.map_or(std::ptr::null(), |(r, _)| r[place.out..].as_ptr()),
-                residual_rows: residual.map_or(0, |(_, rows)| rows),
+                residual,
+                residual_rows,
                 jump: plan.jump,
                 planar: plan.planar,
             }

@@ -15,7 +15,7 @@ use super::blocked::{self, BlockedConv};
 use super::direct::{self, SplitInput};
 use super::gather::{gather, strided_run};
 use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
-use super::winograd::{ConvEpilogue, OnTheFly, Tile, Winograd};
+use super::winograd::{OnTheFly, Tile, Winograd};
 use ndarray::{s, Array4, ArrayView1, ArrayView4, ArrayViewMut4};
 
 /// A convolution's shape: channels, kernel, stride, padding, groups and the
@@ -187,6 +187,28 @@ impl ConvStrategy {
             }
         }
     }
+}
+
+/// What a convolution adds to its output before the clamp.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Shortcut<'a> {
+    /// Nothing.
+    None,
+    /// A residual laid out as the output, `[N, R, OH, OW]`, with its
+    /// channel count `R` (channels from `R` on add nothing: the paper's
+    /// zero-padded shortcut).
+    Add(&'a [f32], usize),
+    /// The output itself, which holds the residual when the convolution
+    /// starts.
+    InPlace,
+}
+
+/// What a convolution does to its outputs: `relu?(y + bias + shortcut)`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvEpilogue<'a> {
+    pub bias: &'a [f32],
+    pub shortcut: Shortcut<'a>,
+    pub relu: bool,
 }
 
 /// `bias` as a vector, or zeros: one per output channel of `params`.
@@ -443,8 +465,54 @@ impl Conv2d {
     pub fn forward(
         &self,
         x: ArrayView4<f32>,
-        mut out: ArrayViewMut4<f32>,
+        out: ArrayViewMut4<f32>,
         residual: Option<ArrayView4<f32>>,
+        relu: bool,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        let p = &self.params;
+        let (oh, ow) = p.out_hw();
+        let batch = x.dim().0;
+        let shortcut = match &residual {
+            Some(r) => {
+                let (rn, rc, rh, rw) = r.dim();
+                assert!(
+                    rn == batch && rc <= p.out_channels && (rh, rw) == (oh, ow),
+                    "residual {:?} for output {:?}",
+                    r.dim(),
+                    (batch, p.out_channels, oh, ow)
+                );
+                Shortcut::Add(r.to_slice().expect("residual in standard layout"), rc)
+            }
+            None => Shortcut::None,
+        };
+        self.run(x, out, shortcut, relu, workspace, threads);
+    }
+
+    /// `out = relu?(conv(x) + bias + out)`: as [`Conv2d::forward`] with the
+    /// residual already in `out`, which saves a tensor of memory and a pass
+    /// over it. Allocates nothing.
+    ///
+    /// # Panics
+    /// As [`Conv2d::forward`].
+    pub fn forward_in_place(
+        &self,
+        x: ArrayView4<f32>,
+        out: ArrayViewMut4<f32>,
+        relu: bool,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        self.run(x, out, Shortcut::InPlace, relu, workspace, threads);
+    }
+
+    /// [`Conv2d::forward`] with the shortcut checked.
+    fn run(
+        &self,
+        x: ArrayView4<f32>,
+        mut out: ArrayViewMut4<f32>,
+        shortcut: Shortcut,
         relu: bool,
         workspace: &mut [f32],
         threads: usize,
@@ -464,19 +532,9 @@ impl Conv2d {
         );
         let x = x.to_slice().expect("input in standard layout");
         let out = out.as_slice_mut().expect("output in standard layout");
-        let residual = residual.map(|r| {
-            let (rn, rc, rh, rw) = r.dim();
-            assert!(
-                rn == batch && rc <= p.out_channels && (rh, rw) == (oh, ow),
-                "residual {:?} for output {:?}",
-                r.dim(),
-                (batch, p.out_channels, oh, ow)
-            );
-            (r.to_slice().expect("residual in standard layout"), rc)
-        });
         let epilogue = ConvEpilogue {
             bias: &self.bias,
-            residual,
+            shortcut,
             relu,
         };
         if let Some(winograd) = self.winograd_for(batch) {
@@ -486,14 +544,14 @@ impl Conv2d {
         }
         match &self.packed {
             Packed::Gemm(weights) => {
-                self.forward_gemm(weights, batch, x, out, residual, relu, workspace, threads)
+                self.forward_gemm(weights, batch, x, out, &epilogue, workspace, threads)
             }
             Packed::Direct(weights, offsets) => {
-                let epilogue = |image| self.epilogue(image, 0, residual, relu);
+                let epilogue = |image| self.epilogue(image, 0, &epilogue);
                 direct::forward(p, weights, offsets, x, out, epilogue, workspace, threads);
             }
             Packed::Blocked(conv) => {
-                conv.forward_planar(x, batch, out, residual, relu, workspace, threads)
+                conv.forward_planar(x, batch, out, shortcut, relu, workspace, threads)
             }
             Packed::Winograd(w) => w
                 .pass()
@@ -501,26 +559,25 @@ impl Conv2d {
         }
     }
 
-    /// The epilogue of image `image`'s group `g` of output channels: their
-    /// bias, and their rows of the image's residual (`(data, channels)`).
-    fn epilogue<'a>(
-        &'a self,
-        image: usize,
-        g: usize,
-        residual: Option<(&'a [f32], usize)>,
-        relu: bool,
-    ) -> Epilogue<'a> {
+    /// The GEMM epilogue of image `image`'s group `g` of output channels:
+    /// their bias, and their rows of the image's residual, or adding to
+    /// the output where it holds the residual.
+    fn epilogue<'a>(&'a self, image: usize, g: usize, conv: &ConvEpilogue<'a>) -> Epilogue<'a> {
         let cout = self.params.out_channels / self.params.groups;
         let (oh, ow) = self.params.out_hw();
-        let residual = residual.map(|(data, channels)| Residual {
-            data: &data[(image * channels + (g * cout).min(channels)) * oh * ow..],
-            ld: oh * ow,
-            rows: channels.saturating_sub(g * cout).min(cout),
-        });
+        let residual = match conv.shortcut {
+            Shortcut::Add(data, channels) => Some(Residual {
+                data: &data[(image * channels + (g * cout).min(channels)) * oh * ow..],
+                ld: oh * ow,
+                rows: channels.saturating_sub(g * cout).min(cout),
+            }),
+            Shortcut::None | Shortcut::InPlace => None,
+        };
         Epilogue {
-            bias: Some(&self.bias[g * cout..(g + 1) * cout]),
+            bias: Some(&conv.bias[g * cout..(g + 1) * cout]),
             residual,
-            relu,
+            relu: conv.relu,
+            accumulate: matches!(conv.shortcut, Shortcut::InPlace),
         }
     }
 
@@ -532,8 +589,7 @@ impl Conv2d {
         batch: usize,
         x: &[f32],
         out: &mut [f32],
-        residual: Option<(&[f32], usize)>,
-        relu: bool,
+        epilogue: &ConvEpilogue,
         workspace: &mut [f32],
         threads: usize,
     ) {
@@ -545,7 +601,7 @@ impl Conv2d {
         let job = |j: usize| {
             let (image, g) = (j / p.groups, j % p.groups);
             let input = &x[(image * p.in_channels + g * cin) * in_plane..][..cin * in_plane];
-            let epilogue = self.epilogue(image, g, residual, relu);
+            let epilogue = self.epilogue(image, g, epilogue);
             let b = match self.strategy {
                 ConvStrategy::Pointwise => ConvB::Dense(DenseB {
                     data: input,

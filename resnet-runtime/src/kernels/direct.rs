@@ -182,7 +182,7 @@ impl Rows<'_> {
                 let b = self.input[self.split.base(oy, ox)..].as_ptr();
                 for k0 in (0..depth).step_by(KC) {
                     let kc = KC.min(depth - k0);
-                    let (accumulate, last) = (k0 > 0, k0 + kc == depth);
+                    let (accumulate, last) = self.epilogue.depth_block(k0, kc, depth);
                     let rows = self.offsets[k0..].as_ptr();
                     for i0 in (0..m).step_by(K::MR) {
                         let a = self.weights.panel(i0 / K::MR, k0).as_ptr();

@@ -284,7 +284,9 @@ impl PackB for DenseB<'_> {
 }
 
 /// What is applied to each element of `C` after the product:
-/// `relu(c + bias[row] + residual[row][col])`, each part optional.
+/// `relu(c + bias[row] + residual[row][col])`, each part optional, where
+/// `c` is the product, or with `accumulate` the product added to `C`'s
+/// value on entry.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
     /// One value per row of `C` (a folded batch norm's shift).
@@ -293,6 +295,9 @@ pub struct Epilogue<'a> {
     pub residual: Option<Residual<'a>>,
     /// Clamp at zero last.
     pub relu: bool,
+    /// Add the product to what `C` holds rather than replace it: `C` is
+    /// then its own residual, added in place.
+    pub accumulate: bool,
 }
 
 /// A residual added to `C`: row `i < rows` starts at `data[i * ld]`; rows
@@ -309,6 +314,14 @@ pub struct Residual<'a> {
 }
 
 impl Epilogue<'_> {
+    /// For the depth block `k0..k0 + kc` of a product `depth` deep: whether
+    /// the micro-kernel adds to `C` (every block after the first, or all of
+    /// them with `accumulate`), and whether the block is the last, which
+    /// applies the epilogue.
+    pub(crate) fn depth_block(&self, k0: usize, kc: usize, depth: usize) -> (bool, bool) {
+        (k0 > 0 || self.accumulate, k0 + kc == depth)
+    }
+
     fn is_identity(&self) -> bool {
         self.bias.is_none() && self.residual.is_none() && !self.relu
     }
@@ -630,8 +643,8 @@ unsafe fn worker<'a, K, B, F>(
 
 /// Rows `m0..m1` and columns `n0..n1` of `C` over depth `k0..k0 + kc`,
 /// from `packed`, those columns' panels of `B` at that depth; `C`
-/// accumulates from the second depth block on, and gets the epilogue on
-/// the last.
+/// accumulates from the second depth block on (see
+/// [`Epilogue::depth_block`]), and gets the epilogue on the last.
 ///
 /// # Safety
 /// As [`run_jobs`]; the block of `C` is written by this call alone; the
@@ -643,7 +656,7 @@ unsafe fn compute_block<K: MicroKernel, B>(
     (k0, kc): (usize, usize),
     packed: &[f32],
 ) {
-    let (accumulate, last) = (k0 > 0, k0 + kc == job.a.k);
+    let (accumulate, last) = job.epilogue.depth_block(k0, kc, job.a.k);
     // Rows outer: a panel of `A` stays in L1, and the tiles of `C`
     // (and of the residual) go left to right along `MR` rows, streams
     // the hardware prefetcher follows. Columns outer went down the

@@ -26,7 +26,7 @@
 //! transform applies the epilogue (bias, residual, ReLU) as it writes.
 //! Threads take contiguous runs of blocks and never wait on each other.
 
-use super::conv::ConvParams;
+use super::conv::{ConvEpilogue, ConvParams, Shortcut};
 use super::gemm::{self, Isa, PackedWeights, SendPtr};
 #[cfg(target_arch = "x86_64")]
 use super::micro::{Avx2, Avx512};
@@ -467,10 +467,13 @@ impl Pass<'_> {
                 let plane = unsafe {
                     std::slice::from_raw_parts_mut(out.add((image * cout + o) * oh * ow).0, oh * ow)
                 };
-                let residual = epilogue
-                    .residual
-                    .filter(|&(_, channels)| o < channels)
-                    .map(|(data, channels)| &data[(image * channels + o) * oh * ow..][..oh * ow]);
+                let residual = match epilogue.shortcut {
+                    Shortcut::Add(data, channels) if o < channels => {
+                        PlaneResidual::Add(&data[(image * channels + o) * oh * ow..][..oh * ow])
+                    }
+                    Shortcut::InPlace => PlaneResidual::InPlace,
+                    Shortcut::None | Shortcut::Add(..) => PlaneResidual::None,
+                };
                 let epilogue = OutputEpilogue {
                     bias: epilogue.bias[o],
                     residual,
@@ -636,29 +639,48 @@ impl Iterator for Runs {
     }
 }
 
-/// What a convolution adds to its output: `relu?(y + bias + residual)`,
-/// `residual` `[N, R, OH, OW]` with its channel count `R` (channels from `R`
-/// on add nothing).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ConvEpilogue<'a> {
-    pub bias: &'a [f32],
-    pub residual: Option<(&'a [f32], usize)>,
-    pub relu: bool,
-}
-
 /// What the output transform adds to one output plane.
 struct OutputEpilogue<'a> {
     bias: f32,
-    residual: Option<&'a [f32]>,
+    residual: PlaneResidual<'a>,
     relu: bool,
 }
 
+/// An output plane's residual.
+#[derive(Clone, Copy)]
+enum PlaneResidual<'a> {
+    None,
+    /// Laid out as the plane.
+    Add(&'a [f32]),
+    /// The plane itself holds it.
+    InPlace,
+}
+
 impl OutputEpilogue<'_> {
-    /// Adds the residual from plane offset `start` to `row`, which holds
-    /// outputs with their bias, then clamps at zero if asked.
-    fn finish(&self, row: &mut [f32], start: usize) {
-        if let Some(residual) = self.residual {
-            let residual = &residual[start..][..row.len()];
+    /// The residual of the `len` outputs from plane offset `start`: the
+    /// residual's own, or, in place, a copy in `kept` of what the plane
+    /// holds there, to take before the transform overwrites it.
+    fn residual<'s>(
+        &'s self,
+        plane: &[f32],
+        start: usize,
+        len: usize,
+        kept: &'s mut [f32; ROW],
+    ) -> Option<&'s [f32]> {
+        match self.residual {
+            PlaneResidual::None => None,
+            PlaneResidual::Add(residual) => Some(&residual[start..][..len]),
+            PlaneResidual::InPlace => {
+                kept[..len].copy_from_slice(&plane[start..][..len]);
+                Some(&kept[..len])
+            }
+        }
+    }
+
+    /// Adds `residual` (from [`OutputEpilogue::residual`]) to `row`, which
+    /// holds outputs with their bias, then clamps at zero if asked.
+    fn finish(&self, row: &mut [f32], residual: Option<&[f32]>) {
+        if let Some(residual) = residual {
             row.iter_mut().zip(residual).for_each(|(y, r)| *y += r);
         }
         if self.relu {
@@ -670,6 +692,9 @@ impl OutputEpilogue<'_> {
 /// Tiles transformed together: small enough for stack arrays, which are
 /// cleared once per run of tiles and then serve all its input channels.
 const BLOCK: usize = 32;
+
+/// The most outputs one row of a run of tiles holds: a block of F(4x4) tiles.
+const ROW: usize = 4 * BLOCK;
 
 /// Where one run of tiles' transforms go: `V` of input channel `c` at
 /// `c * channel_step` of `block`, position `ξ` at `ξ * stride`, from column `at`.
@@ -777,6 +802,8 @@ struct OutputWork {
     /// `A^T M`, by column and row of the tile (eight tiles to spare, which
     /// the AVX2 step reads past a run's end).
     s: [[[f32; BLOCK + 8]; 4]; 6],
+    /// A row's residual, where the output holds it (in place).
+    kept: [f32; ROW],
     /// Whether the F(4x4) step across the columns may use AVX2 (see [`Winograd`]).
     avx2: bool,
 }
@@ -785,6 +812,7 @@ impl OutputWork {
     fn new(avx2: bool) -> Self {
         OutputWork {
             s: [[[0.0; BLOCK + 8]; 4]; 6],
+            kept: [0.0; ROW],
             avx2,
         }
     }
@@ -823,13 +851,15 @@ fn transform_output_run(
             if oy >= oh {
                 continue;
             }
-            let row = &mut plane[oy * ow + x0..oy * ow + x1];
+            let start = oy * ow + x0;
+            let residual = epilogue.residual(plane, start, x1 - x0, &mut work.kept);
+            let row = &mut plane[start..oy * ow + x1];
             #[cfg(target_arch = "x86_64")]
             if work.avx2 {
                 // SAFETY: the CPU has AVX2 (`Winograd::new` checked); the
                 // rows of `s` hold `nt + 7` floats and `row` `x1 - x0 <= 2 nt`.
                 unsafe { x86::at_across_f2([a, b, c, d], epilogue.bias, row) };
-                epilogue.finish(row, oy * ow + x0);
+                epilogue.finish(row, residual);
                 continue;
             }
             // (A^T M) A, across the columns: y[2t] = a + b + c, y[2t + 1] = b - c - d.
@@ -842,7 +872,7 @@ fn transform_output_run(
                 let t = (x1 - x0) / 2;
                 *y = a[t] + b[t] + c[t] + epilogue.bias;
             }
-            epilogue.finish(row, oy * ow + x0);
+            epilogue.finish(row, residual);
         }
     }
 }
@@ -1021,7 +1051,9 @@ fn transform_output_run_f4(
             let [a0, a1, a2, a3, a4, a5] = &work.s;
             let columns = [&a0[i], &a1[i], &a2[i], &a3[i], &a4[i], &a5[i]];
             // (A^T M) A, across the columns, the same combinations.
-            let (row, b) = (&mut plane[oy * ow + x0..oy * ow + x1], epilogue.bias);
+            let start = oy * ow + x0;
+            let residual = epilogue.residual(plane, start, x1 - x0, &mut work.kept);
+            let (row, b) = (&mut plane[start..oy * ow + x1], epilogue.bias);
             if work.avx2 {
                 // SAFETY: the CPU has AVX2 (`Winograd::new` checked); the
                 // rows of `s` hold `nt + 7 >= row.len() / 4 + 7` floats.
@@ -1032,7 +1064,7 @@ fn transform_output_run_f4(
             } else {
                 at_across_f4(columns, b, row);
             }
-            epilogue.finish(row, oy * ow + x0);
+            epilogue.finish(row, residual);
         }
     }
 }
@@ -1500,7 +1532,8 @@ mod tests {
 
     /// Whole transforms, AVX2 against portable, to the bit: F(2x2) and
     /// F(4x4), input and output, on runs that start and end in the padding
-    /// or inside the plane, with and without a residual and ReLU.
+    /// or inside the plane, with and without a residual (from its own
+    /// tensor, or in place) and ReLU.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_transforms_match_the_portable_ones() {
@@ -1568,36 +1601,59 @@ mod tests {
                     len: nt,
                     at: 1.min(BLOCK - nt),
                 };
-                for (residual, relu) in [(None, false), (Some(&residual[..]), true)] {
+                let run = |avx2, epilogue: &OutputEpilogue, plane: &[f32]| {
+                    let mut plane = plane.to_vec();
+                    let mut work = OutputWork::new(avx2);
+                    let transform = match tile {
+                        Tile::F2 => transform_output_run,
+                        Tile::F4 => transform_output_run_f4,
+                    };
+                    transform(
+                        &mut work,
+                        &block,
+                        BLOCK,
+                        &tiles,
+                        ty,
+                        (oh, ow),
+                        &mut plane,
+                        epilogue,
+                    );
+                    plane
+                };
+                let unwritten = vec![f32::NAN; oh * ow];
+                for (shortcut, relu) in [
+                    (PlaneResidual::None, false),
+                    (PlaneResidual::Add(&residual), true),
+                    (PlaneResidual::InPlace, true),
+                ] {
                     let epilogue = OutputEpilogue {
                         bias: 0.5,
-                        residual,
+                        residual: shortcut,
                         relu,
                     };
-                    let run = |avx2| {
-                        let mut plane = vec![f32::NAN; oh * ow];
-                        let mut work = OutputWork::new(avx2);
-                        let transform = match tile {
-                            Tile::F2 => transform_output_run,
-                            Tile::F4 => transform_output_run_f4,
-                        };
-                        transform(
-                            &mut work,
-                            &block,
-                            BLOCK,
-                            &tiles,
-                            ty,
-                            (oh, ow),
-                            &mut plane,
-                            &epilogue,
-                        );
-                        plane
+                    let start = match shortcut {
+                        PlaneResidual::InPlace => &residual,
+                        _ => &unwritten,
                     };
+                    let portable = run(false, &epilogue, start);
                     assert_eq!(
-                        bits(&run(true)),
-                        bits(&run(false)),
+                        bits(&run(true, &epilogue, start)),
+                        bits(&portable),
                         "{tile:?} output, tiles {ty} {t0} {nt}"
                     );
+                    if let PlaneResidual::InPlace = shortcut {
+                        // Where the plane holds the residual, the outputs
+                        // are those that add it from a tensor of its own.
+                        let add = OutputEpilogue {
+                            residual: PlaneResidual::Add(&residual),
+                            ..epilogue
+                        };
+                        assert_eq!(
+                            bits(&portable),
+                            bits(&run(false, &add, &residual)),
+                            "{tile:?} output in place, tiles {ty} {t0} {nt}"
+                        );
+                    }
                 }
             }
         }
