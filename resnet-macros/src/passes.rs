@@ -221,34 +221,54 @@ pub struct Plan {
     pub floats: usize,
 }
 
-/// Assigns arena offsets by liveness: largest values first, each at the
-/// lowest offset free for its whole lifetime (greedy by size).
+/// Assigns arena offsets by liveness: largest buffers first, each at the
+/// lowest offset free for its whole lifetime (greedy by size). A
+/// convolution whose residual no later step reads, and is as large as its
+/// output, writes its output over the residual, in place (`Exec::conv`
+/// sees the two slots are one): a chain of residual blocks runs in one
+/// buffer, and their adds read no tensor besides the one they write.
 pub fn plan(steps: &[Step]) -> Plan {
     let size = |v: NodeId| match steps.iter().find(|s| s.output == v) {
         Some(step) => step.shape.c * step.shape.h * step.shape.w,
         None => 0,
     };
-    // Lifetime of each value in the arena: from its step to its last reader.
-    let mut values: Vec<(NodeId, usize, usize)> = Vec::new();
+    // The last step that reads a value; the backbone's output, which no
+    // step reads, is copied out after the last step.
+    let last_read = |v: NodeId| {
+        steps
+            .iter()
+            .rposition(|s| s.input == v || s.residual == Some(v))
+            .unwrap_or(steps.len())
+    };
+    // Buffers: the values sharing one, the step that writes the first and
+    // the last step that reads one of them.
+    let mut buffers: Vec<(Vec<NodeId>, usize, usize)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         if matches!(step.kind, StepKind::Head { .. }) {
             continue; // writes the caller's logits
         }
-        let last = steps
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.input == step.output || s.residual == Some(step.output))
-            .map(|(j, _)| j)
-            .max()
-            // The backbone's output is copied out after the last step.
-            .unwrap_or(steps.len());
-        values.push((step.output, i, last));
+        let over = step
+            .residual
+            .filter(|&r| {
+                matches!(step.kind, StepKind::Conv { .. })
+                    && r != step.input
+                    && last_read(r) == i
+                    && size(r) == size(step.output)
+            })
+            .and_then(|r| buffers.iter().position(|(values, ..)| values.contains(&r)));
+        match over {
+            Some(b) => {
+                buffers[b].0.push(step.output);
+                buffers[b].2 = last_read(step.output);
+            }
+            None => buffers.push((vec![step.output], i, last_read(step.output))),
+        }
     }
-    values.sort_by_key(|&(v, def, _)| (std::cmp::Reverse(size(v)), def));
+    buffers.sort_by_key(|(values, def, _)| (std::cmp::Reverse(size(values[0])), *def));
     let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (offset, end, def, last)
     let mut offsets = Vec::new();
-    for (v, def, last) in values {
-        let len = size(v);
+    for (values, def, last) in buffers {
+        let len = size(values[0]);
         let mut conflicts: Vec<(usize, usize)> = placed
             .iter()
             .filter(|&&(_, _, d, l)| d <= last && def <= l)
@@ -263,7 +283,7 @@ pub fn plan(steps: &[Step]) -> Plan {
             offset = offset.max(e);
         }
         placed.push((offset, offset + len, def, last));
-        offsets.push((v, offset));
+        offsets.extend(values.into_iter().map(|v| (v, offset)));
     }
     offsets.sort_unstable();
     let floats = placed.iter().map(|&(_, e, _, _)| e).max().unwrap_or(0);
@@ -271,7 +291,7 @@ pub fn plan(steps: &[Step]) -> Plan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::check;
     use std::str::FromStr;
@@ -323,26 +343,67 @@ mod tests {
             graph("pub N<stages: [3], widths: [4], stem: cifar, input: [1, 8, 8], classes: none>");
         let steps = schedule(fuse(&g).unwrap()).unwrap();
         let plan = plan(&steps);
-        // conv1 then 3 blocks of 2 convolutions: at most three values are alive
-        // at once (a block's input, its middle, its output).
+        // conv1 then 3 blocks of 2 convolutions: at most two values are alive
+        // at once (a block's input and its middle), as each block's second
+        // convolution writes over its input, the residual it adds.
         assert_eq!(steps.len(), 7);
-        assert_eq!(plan.floats, 3 * 256);
-        // No two values alive together overlap.
-        let live = |v: NodeId| {
-            let def = steps.iter().position(|s| s.output == v).unwrap();
+        assert_eq!(plan.floats, 2 * 256);
+        let in_place = steps
+            .iter()
+            .filter(|s| {
+                s.residual
+                    .is_some_and(|r| offset(&plan, r) == offset(&plan, s.output))
+            })
+            .count();
+        assert_eq!(in_place, 3, "each block's add runs in place");
+        assert_eq!(shared_memory(&steps, &plan), None);
+    }
+
+    fn offset(plan: &Plan, value: NodeId) -> Option<usize> {
+        plan.offsets
+            .iter()
+            .find(|&&(v, _)| v == value)
+            .map(|&(_, o)| o)
+    }
+
+    /// Two values of the plan that are alive at once and overlap in the
+    /// arena, other than a convolution's output written in place over the
+    /// residual it last reads; `None` if the plan has none.
+    pub(crate) fn shared_memory(steps: &[Step], plan: &Plan) -> Option<(NodeId, NodeId)> {
+        let life = |v: NodeId| {
+            let def = steps.iter().position(|s| s.output == v).unwrap_or(0);
             let last = steps
                 .iter()
                 .rposition(|s| s.input == v || s.residual == Some(v))
                 .unwrap_or(steps.len());
-            (def, last)
+            (def, last.max(def))
+        };
+        let size = |v: NodeId| {
+            steps
+                .iter()
+                .find(|s| s.output == v)
+                .map_or(0, |s| s.shape.c * s.shape.h * s.shape.w)
+        };
+        // `b` is written in place over `a`: by the step that reads `a` last,
+        // as its residual, at `a`'s offset and size.
+        let in_place = |(a, oa): (NodeId, usize), (b, ob): (NodeId, usize)| {
+            let (def, step) = (life(b).0, &steps[life(b).0]);
+            life(a).1 == def
+                && matches!(step.kind, StepKind::Conv { .. })
+                && step.residual == Some(a)
+                && step.input != a
+                && (oa, size(a)) == (ob, size(b))
         };
         for (i, &(a, oa)) in plan.offsets.iter().enumerate() {
             for &(b, ob) in &plan.offsets[i + 1..] {
-                let ((da, la), (db, lb)) = (live(a), live(b));
-                if da <= lb && db <= la {
-                    assert!(oa + 256 <= ob || ob + 256 <= oa, "{a} and {b} overlap");
+                let ((da, la), (db, lb)) = (life(a), life(b));
+                let alive = da <= lb && db <= la;
+                let overlap = oa < ob + size(b) && ob < oa + size(a);
+                if alive && overlap && !in_place((a, oa), (b, ob)) && !in_place((b, ob), (a, oa)) {
+                    return Some((a, b));
                 }
             }
         }
+        None
     }
 }

@@ -275,6 +275,7 @@ fn random_token_streams_never_panic_and_every_rejection_has_a_span() {
 /// only the input or earlier steps' outputs, and no two values that are
 /// alive at once share arena memory.
 fn check_passes(graph: &crate::ir::Graph) -> Result<(), TestCaseError> {
+    use crate::passes::tests::shared_memory;
     use crate::passes::{fuse, plan, schedule, StepKind};
     let steps = fuse(graph)
         .and_then(schedule)
@@ -291,31 +292,19 @@ fn check_passes(graph: &crate::ir::Graph) -> Result<(), TestCaseError> {
         }
         produced.push(step.output);
     }
-    let life = |v: usize| {
-        let def = steps.iter().position(|s| s.output == v).unwrap_or(0);
-        let last = steps
-            .iter()
-            .rposition(|s| s.input == v || s.residual == Some(v))
-            .unwrap_or(steps.len());
-        (def, last.max(def))
-    };
     let size = |v: usize| {
         steps
             .iter()
             .find(|s| s.output == v)
             .map_or(0, |s| s.shape.c * s.shape.h * s.shape.w)
     };
-    for (i, &(a, oa)) in plan.offsets.iter().enumerate() {
-        prop_assert!(oa + size(a) <= plan.floats);
-        for &(b, ob) in &plan.offsets[i + 1..] {
-            let ((da, la), (db, lb)) = (life(a), life(b));
-            if da <= lb && db <= la {
-                prop_assert!(
-                    oa + size(a) <= ob || ob + size(b) <= oa,
-                    "values {a} and {b} overlap in the arena"
-                );
-            }
-        }
+    for &(v, offset) in &plan.offsets {
+        prop_assert!(offset + size(v) <= plan.floats);
+    }
+    if let Some((a, b)) = shared_memory(&steps, &plan) {
+        return Err(TestCaseError::fail(format!(
+            "values {a} and {b} overlap in the arena"
+        )));
     }
     prop_assert_eq!(
         plan.offsets.len(),

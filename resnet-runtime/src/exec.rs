@@ -331,7 +331,9 @@ impl Exec<'_> {
     }
 
     /// `dst = relu?(conv(src) + residual)`; a residual with fewer channels
-    /// than `dst` is zero-padded.
+    /// than `dst` is zero-padded, and one in `dst`'s own slot is added in
+    /// place (where the plan gave the output the memory of a residual that
+    /// no later step reads).
     pub fn conv(
         &mut self,
         layer: &ConvLayer,
@@ -348,10 +350,18 @@ impl Exec<'_> {
         }
         // The scratch is not part of the arena, so it can be borrowed alongside.
         let mut scratch = std::mem::take(self.scratch);
-        let (out, input, residual) = self.io(src, dst, residual);
-        layer
-            .conv()
-            .forward(input, out, residual, relu, &mut scratch[..need], threads);
+        let workspace = &mut scratch[..need];
+        if residual == Some(dst) {
+            let (out, input, _) = self.io(src, dst, None);
+            layer
+                .conv()
+                .forward_in_place(input, out, relu, workspace, threads);
+        } else {
+            let (out, input, residual) = self.io(src, dst, residual);
+            layer
+                .conv()
+                .forward(input, out, residual, relu, workspace, threads);
+        }
         *self.scratch = scratch;
         let n = self.n;
         self.finish(start, || {
