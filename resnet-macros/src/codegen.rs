@@ -271,18 +271,26 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
             }
         }
     }
+    let offset = |value: NodeId| {
+        plan.offsets
+            .iter()
+            .find(|(v, _)| *v == value)
+            .map(|&(_, o)| o)
+    };
     let slots = steps
         .iter()
         .filter(|s| !matches!(s.kind, StepKind::Head { .. }))
         .map(|step| {
             let slot = step_slot(graph, step);
-            let offset = plan
-                .offsets
-                .iter()
-                .find(|(v, _)| *v == step.output)
-                .map_or(0, |&(_, o)| o);
-            let (offset, shape) = (int(offset as u128), dims(step.shape));
-            quote!(let #slot = Slot { offset: #offset, shape: #shape };)
+            // An output planned over its residual (values alive together
+            // share no memory otherwise) is that slot: added in place.
+            if let Some(r) = step.residual.filter(|&r| offset(r) == offset(step.output)) {
+                let residual = slot_of(r);
+                return quote!(let #slot = #residual;);
+            }
+            let at = int(offset(step.output).unwrap_or(0) as u128);
+            let shape = dims(step.shape);
+            quote!(let #slot = Slot { offset: #at, shape: #shape };)
         });
     // Import only the `Option` variants each function uses.
     let options = |some: bool, none: bool| {
