@@ -260,8 +260,9 @@ impl BlockedConv {
     /// `out = relu?(conv(x) + bias + shortcut)` for `n` images, `x`, `out`
     /// and the shortcut's residual in NCHW (as
     /// [`Conv2d::forward`](super::Conv2d::forward), whose residual may have
-    /// fewer channels than the output). Each image is first copied, padded and blocked,
-    /// into `workspace` ([`BlockedConv::workspace_len`]). Allocates nothing.
+    /// fewer channels than the output). Each image is first copied, padded
+    /// and blocked, into `workspace` ([`BlockedConv::workspace_len`]).
+    /// Allocates nothing.
     ///
     /// # Panics
     /// If a slice's length does not match `n` images of its shape, or
@@ -425,8 +426,8 @@ impl BlockedConv {
     /// # Safety
     /// `x` and `out` hold the images of `plan`, and the shortcut's
     /// residual (its channels from the panel's first, and how many there
-    /// are) is laid out as `out`; no other thread writes this tile of this panel at the same
-    /// time.
+    /// are) is laid out as `out`; no other thread writes this tile of this
+    /// panel at the same time.
     #[inline]
     unsafe fn tile(
         &self,

@@ -507,7 +507,9 @@ impl Conv2d {
         self.run(x, out, Shortcut::InPlace, relu, workspace, threads);
     }
 
-    /// [`Conv2d::forward`] with the shortcut checked.
+    /// `out = relu?(conv(x) + bias + shortcut)`, for [`Conv2d::forward`] and
+    /// [`Conv2d::forward_in_place`]: checks the input and output, then runs
+    /// the layer's strategy.
     fn run(
         &self,
         x: ArrayView4<f32>,
