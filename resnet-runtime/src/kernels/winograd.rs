@@ -929,7 +929,7 @@ fn transform_input_tiles_f4(
             #[cfg(target_arch = "x86_64")]
             if to.avx2 {
                 // SAFETY: the CPU has AVX2 (`Winograd::new` checked); `r`
-                // holds `4 * (nt + 6) + 8` floats (`nt <= BLOCK`), and
+                // holds `4 * BLOCK + 32` floats (`nt <= BLOCK`), and
                 // position `6k + j`'s columns `at .. at + nt` lie in `block`.
                 unsafe { x86::bt_across_f4(r, nt, &mut block[6 * k * stride + at..], stride) };
                 continue;
@@ -1134,7 +1134,8 @@ mod x86 {
     }
 
     /// [`super::bt_down_f4`], eight columns a vector, with no copy of the
-    /// rows: masked loads read only the columns inside them.
+    /// rows: plain loads inside them, masked ones across their ends, which
+    /// read only the columns inside.
     ///
     /// # Safety
     /// The CPU supports AVX2; `width + 7 <= 4 * BLOCK + 32`; rows are
@@ -1147,10 +1148,20 @@ mod x86 {
         r: &mut [[f32; 4 * BLOCK + 32]; 6],
     ) {
         assert!(width + 7 <= 4 * BLOCK + 32);
+        // The input rows are one plane's: one length, one mask per step.
+        let len = rows.iter().flatten().next().map_or(0, |row| row.len());
+        assert!(rows.iter().flatten().all(|row| row.len() == len));
         for x in (0..width).step_by(8) {
             let from = x0 + x as isize;
+            let inside = from >= 0 && from + 8 <= len as isize;
+            let mask = column_mask(len, from);
             let d: [__m256; 6] = std::array::from_fn(|i| match rows[i] {
-                Some(row) => row_at(row, from),
+                // SAFETY: eight floats from `from` lie inside the row.
+                Some(row) if inside => unsafe { _mm256_loadu_ps(row.as_ptr().offset(from)) },
+                // SAFETY: the mask leaves only lanes inside the row.
+                Some(row) => unsafe {
+                    _mm256_maskload_ps(row.as_ptr().wrapping_offset(from), mask)
+                },
                 None => _mm256_setzero_ps(),
             });
             let outs = bt_rows(d);
@@ -1260,14 +1271,25 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     #[inline]
     fn row_at(row: &[f32], from: isize) -> __m256 {
+        // SAFETY: the mask leaves only lanes inside `row`.
+        unsafe {
+            _mm256_maskload_ps(
+                row.as_ptr().wrapping_offset(from),
+                column_mask(row.len(), from),
+            )
+        }
+    }
+
+    /// The lanes of eight columns from `from` that lie inside a row of `len`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn column_mask(len: usize, from: isize) -> __m256i {
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let at = _mm256_add_epi32(_mm256_set1_epi32(from as i32), lanes);
-        let inside = _mm256_and_si256(
+        _mm256_and_si256(
             _mm256_cmpgt_epi32(at, _mm256_set1_epi32(-1)),
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(row.len() as i32), at),
-        );
-        // SAFETY: the mask leaves only lanes inside `row`.
-        unsafe { _mm256_maskload_ps(row.as_ptr().wrapping_offset(from), inside) }
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), at),
+        )
     }
 
     /// Row `J` of `B^T` on six columns of eight tiles; [`super::bt`] in order.
@@ -1293,22 +1315,38 @@ mod x86 {
     /// Writes `out[j * stride + t] = bt::<j>(r[4t .. 4t + 6])` for `j < 6`
     /// and `t < nt`.
     ///
+    /// Eight tiles at a time, each vector holds two tiles' first four
+    /// columns (tiles `t` and `t + 4`, one in each 128-bit lane), so that a
+    /// 4x4 transpose within the lanes gives columns 0 to 3 of the eight
+    /// tiles in order; columns 4 and 5 are the next tiles' columns 0 and 1.
+    /// Twelve shuffles where a whole 8x8 transpose took 24.
+    ///
     /// # Safety
-    /// The CPU supports AVX2; `r` holds at least `4 * (nt + 6) + 8` floats
-    /// when `nt > 0`, and `out` at least `5 * stride + nt`.
+    /// The CPU supports AVX2; `r` holds at least `4 * nt.next_multiple_of(8) + 4`
+    /// floats, and `out` at least `5 * stride + nt`.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn bt_across_f4(r: &[f32], nt: usize, out: &mut [f32], stride: usize) {
-        assert!(nt == 0 || (r.len() >= 4 * (nt + 6) + 8 && out.len() >= 5 * stride + nt));
+        assert!(
+            nt == 0 || (r.len() >= 4 * nt.next_multiple_of(8) + 4 && out.len() >= 5 * stride + nt)
+        );
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for g in (0..nt).step_by(8) {
-            // SAFETY: tile `g + t`'s eight floats start at `4 (g + t) <= 4 (nt + 6)`,
-            // inside `r`; the stores write lanes below `nt - g` of `out`'s rows.
+            // SAFETY: tile `t`'s columns `4t .. 4t + 4` for `t <= g + 8`
+            // lie inside `r`; the stores write lanes below `nt - g` of `out`'s rows.
             unsafe {
-                let v: [__m256; 8] =
-                    std::array::from_fn(|t| _mm256_loadu_ps(r.as_ptr().add(4 * (g + t))));
-                let columns = transpose(v);
+                let at = r.as_ptr().add(4 * g);
+                let pair = |t: usize| _mm256_loadu2_m128(at.add(4 * (t + 4)), at.add(4 * t));
+                let [v0, v1, v2, v3, v4] = std::array::from_fn(pair);
+                let (lo, hi) = (_mm256_unpacklo_ps, _mm256_unpackhi_ps);
+                let (a, b, c, d) = (lo(v0, v1), hi(v0, v1), lo(v2, v3), hi(v2, v3));
+                let (e, f) = (lo(v1, v2), lo(v3, v4));
                 let six = [
-                    columns[0], columns[1], columns[2], columns[3], columns[4], columns[5],
+                    _mm256_shuffle_ps::<0x44>(a, c),
+                    _mm256_shuffle_ps::<0xEE>(a, c),
+                    _mm256_shuffle_ps::<0x44>(b, d),
+                    _mm256_shuffle_ps::<0xEE>(b, d),
+                    _mm256_shuffle_ps::<0x44>(e, f),
+                    _mm256_shuffle_ps::<0xEE>(e, f),
                 ];
                 let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((nt - g) as i32), lanes);
                 let ys = bt_rows(six);
@@ -1423,44 +1461,6 @@ mod x86 {
                 _mm256_maskstore_ps(at.wrapping_add(8), second_mask, second);
             }
         }
-    }
-
-    /// The 8x8 transpose: lane `t` of `out[x]` is lane `x` of `v[t]`.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn transpose(v: [__m256; 8]) -> [__m256; 8] {
-        let lo = |a, b| _mm256_unpacklo_ps(a, b);
-        let hi = |a, b| _mm256_unpackhi_ps(a, b);
-        let (t0, t1, t2, t3) = (
-            lo(v[0], v[1]),
-            hi(v[0], v[1]),
-            lo(v[2], v[3]),
-            hi(v[2], v[3]),
-        );
-        let (t4, t5, t6, t7) = (
-            lo(v[4], v[5]),
-            hi(v[4], v[5]),
-            lo(v[6], v[7]),
-            hi(v[6], v[7]),
-        );
-        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        [
-            _mm256_permute2f128_ps::<0x20>(s0, s4),
-            _mm256_permute2f128_ps::<0x20>(s1, s5),
-            _mm256_permute2f128_ps::<0x20>(s2, s6),
-            _mm256_permute2f128_ps::<0x20>(s3, s7),
-            _mm256_permute2f128_ps::<0x31>(s0, s4),
-            _mm256_permute2f128_ps::<0x31>(s1, s5),
-            _mm256_permute2f128_ps::<0x31>(s2, s6),
-            _mm256_permute2f128_ps::<0x31>(s3, s7),
-        ]
     }
 }
 
