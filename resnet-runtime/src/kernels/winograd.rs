@@ -843,15 +843,16 @@ fn transform_output_run(
 ) {
     for t0 in (0..run.len).step_by(BLOCK) {
         let nt = BLOCK.min(run.len - t0);
-        let m = |xi: usize| &block[xi * stride + run.at + t0..][..nt];
-        // A^T M, down the rows: s[0][j] = m0j + m1j + m2j, s[1][j] = m1j - m2j - m3j.
-        let [s0, s1, ..] = &mut work.s;
-        for (j, (s0, s1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
-            let (a, b, c, d) = (m(j), m(4 + j), m(8 + j), m(12 + j));
-            for t in 0..nt {
-                s0[t] = a[t] + b[t] + c[t];
-                s1[t] = b[t] - c[t] - d[t];
-            }
+        let block = &block[run.at + t0..];
+        if work.avx2 {
+            // SAFETY: the CPU has AVX2 (`Winograd::new` checked); position
+            // `ξ < 16`'s `nt` values lie in `block` at `ξ * stride`.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                x86::at_down_f2(block, stride, nt, &mut work.s)
+            };
+        } else {
+            at_down_f2(block, stride, nt, &mut work.s);
         }
         // Output columns 2 (tx + t0) .. 2 (tx + t0 + nt), clipped to the plane.
         let (x0, x1) = (2 * (run.tx + t0), (2 * (run.tx + t0 + nt)).min(ow));
@@ -882,6 +883,21 @@ fn transform_output_run(
                 *y = a[t] + b[t] + c[t] + epilogue.bias;
             }
             epilogue.finish(row, residual);
+        }
+    }
+}
+
+/// `A^T M` of F(2x2, 3x3) down the rows of a run of `nt` tiles:
+/// `s[0][j] = m0j + m1j + m2j` and `s[1][j] = m1j - m2j - m3j`, position
+/// `ξ = 4i + j`'s values at `block[ξ * stride ..]`.
+fn at_down_f2(block: &[f32], stride: usize, nt: usize, s: &mut [[[f32; BLOCK + 8]; 4]; 6]) {
+    let m = |xi: usize| &block[xi * stride..][..nt];
+    let [s0, s1, ..] = s;
+    for (j, (s0, s1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
+        let (a, b, c, d) = (m(j), m(4 + j), m(8 + j), m(12 + j));
+        for t in 0..nt {
+            s0[t] = a[t] + b[t] + c[t];
+            s1[t] = b[t] - c[t] - d[t];
         }
     }
 }
@@ -1112,10 +1128,10 @@ fn at_across_f4(columns: [&[f32; BLOCK + 8]; 6], bias: f32, row: &mut [f32]) {
 /// The transforms with AVX2, eight tiles a vector, where the portable code
 /// runs loops of a run's few tiles (7 at 14x14) with strided loads and
 /// stores. F(2x2): the whole input transform, the input rows split into
-/// even and odd columns in registers, and the output's step across the
-/// columns. F(4x4): the input transform's step down the rows straight from
-/// the plane with masked loads, and its step across the columns, each
-/// row's windows transposed so that column `x` of every tile is one vector;
+/// even and odd columns in registers, and the output transform whole.
+/// F(4x4): the input transform's step down the rows straight from the
+/// plane, and its step across the columns, each row's windows transposed
+/// so that column `x` of every tile is one vector;
 /// the whole output transform, its rows transposed back and stored straight
 /// into the plane. The arithmetic is the portable code's,
 /// operation for operation, so the results are the same to the bit.
@@ -1177,6 +1193,38 @@ mod x86 {
             for (r, v) in r.iter_mut().zip(outs) {
                 // SAFETY: `x + 8 <= width + 7`, inside the row.
                 unsafe { _mm256_storeu_ps(r[x..].as_mut_ptr(), v) };
+            }
+        }
+    }
+
+    /// [`super::at_down_f2`], eight tiles a vector.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `block` holds `15 * stride + nt` floats and
+    /// `nt <= BLOCK`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn at_down_f2(
+        block: &[f32],
+        stride: usize,
+        nt: usize,
+        s: &mut [[[f32; BLOCK + 8]; 4]; 6],
+    ) {
+        assert!(nt == 0 || (nt <= BLOCK && block.len() >= 15 * stride + nt));
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let (add, sub) = (_mm256_add_ps, _mm256_sub_ps);
+        let [s0, s1, ..] = s;
+        for g in (0..nt).step_by(8) {
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((nt - g) as i32), lanes);
+            for (j, (s0, s1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
+                // SAFETY: the masked loads read lanes below `nt - g` of
+                // positions `4i + j`, inside `block`; the stores write
+                // `s[i][j][g .. g + 8]`, `g + 8 <= BLOCK + 8`.
+                unsafe {
+                    let [a, b, c, d] = [j, 4 + j, 8 + j, 12 + j]
+                        .map(|xi| _mm256_maskload_ps(block.as_ptr().add(xi * stride + g), mask));
+                    _mm256_storeu_ps(s0[g..].as_mut_ptr(), add(add(a, b), c));
+                    _mm256_storeu_ps(s1[g..].as_mut_ptr(), sub(sub(b, c), d));
+                }
             }
         }
     }
@@ -1632,6 +1680,7 @@ mod tests {
                 let unwritten = vec![f32::NAN; oh * ow];
                 for (shortcut, relu) in [
                     (PlaneResidual::None, false),
+                    (PlaneResidual::None, true),
                     (PlaneResidual::Add(&residual), true),
                     (PlaneResidual::InPlace, true),
                 ] {
