@@ -13,7 +13,7 @@
 //!
 //! the 2x2 output is `A^T [(G g G^T) ⊙ (B^T d B)] A`; F(4x4, 3x3) is the
 //! same with 6x6 input tiles and the matrices at [`Tile::g`],
-//! [`transform_input_tiles_f4`] and [`transform_output_run_f4`]. Summed over
+//! [`transform_input_tiles_f4`] and [`at_down_f4`]. Summed over
 //! input channels, the element-wise product becomes one GEMM per position
 //! `ξ` of the input tile (16 or 36): `M[ξ] = U[ξ] · V[ξ]`, `U[ξ]` the
 //! transformed filters (`out x in`, packed once) and `V[ξ]` the transformed
@@ -44,10 +44,19 @@ pub(crate) enum Tile {
 
 impl Tile {
     /// Output rows (and columns) per tile.
-    fn outputs(self) -> usize {
+    const fn outputs(self) -> usize {
         match self {
             Tile::F2 => 2,
             Tile::F4 => 4,
+        }
+    }
+
+    /// The tile of `n` outputs a side.
+    const fn with_outputs(n: usize) -> Tile {
+        match n {
+            2 => Tile::F2,
+            4 => Tile::F4,
+            _ => panic!("F(2x2) and F(4x4) only"),
         }
     }
 
@@ -457,8 +466,8 @@ impl Pass<'_> {
         let (cout, positions) = (p.out_channels, self.tile.positions());
         let first = block * K::NR;
         let transform = match self.tile {
-            Tile::F2 => transform_output_run,
-            Tile::F4 => transform_output_run_f4,
+            Tile::F2 => transform_output_run::<2>,
+            Tile::F4 => transform_output_run::<4>,
         };
         for (o, block) in m.chunks_exact(positions * K::NR).take(cout).enumerate() {
             for run in Runs::new(first, K::NR.min(tiles - first), tw) {
@@ -808,30 +817,92 @@ fn column(block: &mut [f32], stride: usize, xi: usize, at: usize, n: usize) -> &
 /// Stack space for the output transforms, cleared once for a thread's
 /// blocks rather than for each channel's run of tiles.
 struct OutputWork {
-    /// `A^T M`, by column and row of the tile (eight tiles to spare, which
-    /// the AVX2 step reads past a run's end).
-    s: [[[f32; BLOCK + 8]; 4]; 6],
+    atm: AtM,
     /// A row's residual, where the output holds it (in place).
     kept: [f32; ROW],
-    /// Whether the F(4x4) step across the columns may use AVX2 (see [`Winograd`]).
-    avx2: bool,
 }
 
 impl OutputWork {
     fn new(avx2: bool) -> Self {
         OutputWork {
-            s: [[[0.0; BLOCK + 8]; 4]; 6],
+            atm: AtM {
+                s: [[[0.0; BLOCK + 8]; 4]; 6],
+                avx2,
+            },
             kept: [0.0; ROW],
-            avx2,
+        }
+    }
+}
+
+/// `A^T M` of a run of tiles, the output transform's first step.
+struct AtM {
+    /// By column and row of the tile (eight tiles to spare, which the AVX2
+    /// steps read past a run's end).
+    s: [[[f32; BLOCK + 8]; 4]; 6],
+    /// Whether the steps may use AVX2 (see [`Winograd`]).
+    avx2: bool,
+}
+
+impl AtM {
+    /// `A^T M` down the rows of a run of `nt` tiles into `s` (`s[j][i]` is
+    /// row `i` of column `j`), position `ξ`'s values at `block[ξ * stride ..]`.
+    fn down(&mut self, tile: Tile, block: &[f32], stride: usize, nt: usize) {
+        let s = &mut self.s;
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: the CPU has AVX2 (`Winograd::new` checked); position
+            // `ξ`'s `nt` values lie in `block` at `ξ * stride`.
+            unsafe {
+                match tile {
+                    Tile::F2 => x86::at_down_f2(block, stride, nt, s),
+                    Tile::F4 => x86::at_down_f4(block, stride, nt, s),
+                }
+            };
+            return;
+        }
+        match tile {
+            Tile::F2 => at_down_f2(block, stride, nt, s),
+            Tile::F4 => at_down_f4(block, stride, nt, s),
+        }
+    }
+
+    /// `(A^T M) A` across output row `i` of the run [`AtM::down`]
+    /// took, as many columns as `row` has, plus `bias`.
+    fn across(&self, tile: Tile, i: usize, bias: f32, row: &mut [f32]) {
+        let [a0, a1, a2, a3, a4, a5] = &self.s;
+        match tile {
+            Tile::F2 => {
+                let columns = [&a0[i], &a1[i], &a2[i], &a3[i]];
+                #[cfg(target_arch = "x86_64")]
+                if self.avx2 {
+                    // SAFETY: the CPU has AVX2 (`Winograd::new` checked); the
+                    // rows of `s` hold `BLOCK + 8 >= row.len() / 2 + 7` floats.
+                    unsafe { x86::at_across_f2(columns, bias, row) };
+                    return;
+                }
+                at_across_f2(columns, bias, row);
+            }
+            Tile::F4 => {
+                let columns = [&a0[i], &a1[i], &a2[i], &a3[i], &a4[i], &a5[i]];
+                #[cfg(target_arch = "x86_64")]
+                if self.avx2 {
+                    // SAFETY: the CPU has AVX2 (`Winograd::new` checked); the
+                    // rows of `s` hold `BLOCK + 8 >= row.len() / 4 + 7` floats.
+                    unsafe { x86::at_across_f4(columns, bias, row) };
+                    return;
+                }
+                at_across_f4(columns, bias, row);
+            }
         }
     }
 }
 
 /// Transforms one run of tiles of one output channel from `block`
 /// (position `ξ` at `ξ * stride`) into `plane` (`oh x ow`, tile row `ty`):
-/// `Y = A^T M A`, then the epilogue.
+/// `Y = A^T M A`, then the epilogue. `N` is the tile's outputs a side
+/// ([`Tile::outputs`]): a constant, so that each tile's loops are its own.
 #[allow(clippy::too_many_arguments)]
-fn transform_output_run(
+fn transform_output_run<const N: usize>(
     work: &mut OutputWork,
     block: &[f32],
     stride: usize,
@@ -841,63 +912,48 @@ fn transform_output_run(
     plane: &mut [f32],
     epilogue: &OutputEpilogue,
 ) {
+    let (tile, n) = (Tile::with_outputs(N), N);
     for t0 in (0..run.len).step_by(BLOCK) {
         let nt = BLOCK.min(run.len - t0);
-        let block = &block[run.at + t0..];
-        if work.avx2 {
-            // SAFETY: the CPU has AVX2 (`Winograd::new` checked); position
-            // `ξ < 16`'s `nt` values lie in `block` at `ξ * stride`.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                x86::at_down_f2(block, stride, nt, &mut work.s)
-            };
-        } else {
-            at_down_f2(block, stride, nt, &mut work.s);
-        }
-        // Output columns 2 (tx + t0) .. 2 (tx + t0 + nt), clipped to the plane.
-        let (x0, x1) = (2 * (run.tx + t0), (2 * (run.tx + t0 + nt)).min(ow));
-        for (i, [a, b, c, d]) in work.s[..2].iter().enumerate() {
-            let oy = 2 * ty + i;
+        work.atm.down(tile, &block[run.at + t0..], stride, nt);
+        // Output columns n (tx + t0) .. n (tx + t0 + nt), clipped to the plane.
+        let (x0, x1) = (n * (run.tx + t0), (n * (run.tx + t0 + nt)).min(ow));
+        for i in 0..n {
+            let oy = n * ty + i;
             if oy >= oh {
                 continue;
             }
             let start = oy * ow + x0;
             let residual = epilogue.residual(plane, start, x1 - x0, &mut work.kept);
             let row = &mut plane[start..oy * ow + x1];
-            #[cfg(target_arch = "x86_64")]
-            if work.avx2 {
-                // SAFETY: the CPU has AVX2 (`Winograd::new` checked); the
-                // rows of `s` hold `nt + 7` floats and `row` `x1 - x0 <= 2 nt`.
-                unsafe { x86::at_across_f2([a, b, c, d], epilogue.bias, row) };
-                epilogue.finish(row, residual);
-                continue;
-            }
-            // (A^T M) A, across the columns: y[2t] = a + b + c, y[2t + 1] = b - c - d.
-            let (pairs, tail) = row.split_at_mut((x1 - x0) / 2 * 2);
-            for (t, pair) in pairs.chunks_exact_mut(2).enumerate() {
-                pair[0] = a[t] + b[t] + c[t] + epilogue.bias;
-                pair[1] = b[t] - c[t] - d[t] + epilogue.bias;
-            }
-            if let Some(y) = tail.first_mut() {
-                let t = (x1 - x0) / 2;
-                *y = a[t] + b[t] + c[t] + epilogue.bias;
-            }
+            work.atm.across(tile, i, epilogue.bias, row);
             epilogue.finish(row, residual);
         }
     }
 }
 
 /// `A^T M` of F(2x2, 3x3) down the rows of a run of `nt` tiles:
-/// `s[0][j] = m0j + m1j + m2j` and `s[1][j] = m1j - m2j - m3j`, position
+/// `s[j][0] = m0j + m1j + m2j` and `s[j][1] = m1j - m2j - m3j`, position
 /// `ξ = 4i + j`'s values at `block[ξ * stride ..]`.
 fn at_down_f2(block: &[f32], stride: usize, nt: usize, s: &mut [[[f32; BLOCK + 8]; 4]; 6]) {
     let m = |xi: usize| &block[xi * stride..][..nt];
-    let [s0, s1, ..] = s;
-    for (j, (s0, s1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
+    for (j, [s0, s1, ..]) in s[..4].iter_mut().enumerate() {
         let (a, b, c, d) = (m(j), m(4 + j), m(8 + j), m(12 + j));
         for t in 0..nt {
             s0[t] = a[t] + b[t] + c[t];
             s1[t] = b[t] - c[t] - d[t];
+        }
+    }
+}
+
+/// `(A^T M) A` of F(2x2, 3x3) across one output row, then the bias:
+/// `row[2t] = a + b + c`, `row[2t + 1] = b - c - d` from `[a, b, c, d][..][t]`,
+/// as many columns as `row` has.
+fn at_across_f2([a, b, c, d]: [&[f32; BLOCK + 8]; 4], bias: f32, row: &mut [f32]) {
+    for (t, y) in row.chunks_mut(2).enumerate() {
+        y[0] = a[t] + b[t] + c[t] + bias;
+        if let Some(y) = y.get_mut(1) {
+            *y = b[t] - c[t] - d[t] + bias;
         }
     }
 }
@@ -1032,8 +1088,7 @@ fn bt_across<const J: usize>(r: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `Y = A^T M A` of F(4x4, 3x3) for one run of tiles of one output channel,
-/// then the epilogue, as [`transform_output_run`] does, with
+/// `A^T M` of F(4x4, 3x3) down the rows of a run of `nt` tiles, with
 ///
 /// ```text
 /// A^T = | 1  1  1  1  1  0 |
@@ -1041,61 +1096,9 @@ fn bt_across<const J: usize>(r: &[f32], out: &mut [f32]) {
 ///       | 0  1  1  4  4  0 |
 ///       | 0  1 -1  8 -8  1 |
 /// ```
-#[allow(clippy::too_many_arguments)]
-fn transform_output_run_f4(
-    work: &mut OutputWork,
-    block: &[f32],
-    stride: usize,
-    run: &Run,
-    ty: usize,
-    (oh, ow): (usize, usize),
-    plane: &mut [f32],
-    epilogue: &OutputEpilogue,
-) {
-    for t0 in (0..run.len).step_by(BLOCK) {
-        let nt = BLOCK.min(run.len - t0);
-        let block = &block[run.at + t0..];
-        // A^T M, down the rows: s[j][i] is row i of column j.
-        if work.avx2 {
-            // SAFETY: the CPU has AVX2 (`Winograd::new` checked); position
-            // `ξ < 36`'s `nt` values lie in `block` at `ξ * stride`.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                x86::at_down_f4(block, stride, nt, &mut work.s)
-            };
-        } else {
-            at_down_f4(block, stride, nt, &mut work.s);
-        }
-        // Output columns 4 (tx + t0) .. 4 (tx + t0 + nt), clipped to the plane.
-        let (x0, x1) = (4 * (run.tx + t0), (4 * (run.tx + t0 + nt)).min(ow));
-        for i in 0..4 {
-            let oy = 4 * ty + i;
-            if oy >= oh {
-                continue;
-            }
-            let [a0, a1, a2, a3, a4, a5] = &work.s;
-            let columns = [&a0[i], &a1[i], &a2[i], &a3[i], &a4[i], &a5[i]];
-            // (A^T M) A, across the columns, the same combinations.
-            let start = oy * ow + x0;
-            let residual = epilogue.residual(plane, start, x1 - x0, &mut work.kept);
-            let (row, b) = (&mut plane[start..oy * ow + x1], epilogue.bias);
-            if work.avx2 {
-                // SAFETY: the CPU has AVX2 (`Winograd::new` checked); the
-                // rows of `s` hold `nt + 7 >= row.len() / 4 + 7` floats.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    x86::at_across_f4(columns, b, row)
-                };
-            } else {
-                at_across_f4(columns, b, row);
-            }
-            epilogue.finish(row, residual);
-        }
-    }
-}
-
-/// `A^T M` down the rows of a run of `nt` tiles: `s[j][i][t] =
-/// at::<i>(m[6r + j][t] for r < 6)`, position `ξ`'s values at `block[ξ * stride ..]`.
+///
+/// `s[j][i][t] = at::<i>(m[6r + j][t] for r < 6)`, position `ξ`'s values
+/// at `block[ξ * stride ..]`.
 fn at_down_f4(block: &[f32], stride: usize, nt: usize, s: &mut [[[f32; BLOCK + 8]; 4]; 6]) {
     let m = |xi: usize| &block[xi * stride..][..nt];
     for (j, [s0, s1, s2, s3]) in s.iter_mut().enumerate() {
@@ -1212,13 +1215,12 @@ mod x86 {
         assert!(nt == 0 || (nt <= BLOCK && block.len() >= 15 * stride + nt));
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let (add, sub) = (_mm256_add_ps, _mm256_sub_ps);
-        let [s0, s1, ..] = s;
         for g in (0..nt).step_by(8) {
             let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((nt - g) as i32), lanes);
-            for (j, (s0, s1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
+            for (j, [s0, s1, ..]) in s[..4].iter_mut().enumerate() {
                 // SAFETY: the masked loads read lanes below `nt - g` of
                 // positions `4i + j`, inside `block`; the stores write
-                // `s[i][j][g .. g + 8]`, `g + 8 <= BLOCK + 8`.
+                // `s[j][i][g .. g + 8]`, `g + 8 <= BLOCK + 8`.
                 unsafe {
                     let [a, b, c, d] = [j, 4 + j, 8 + j, 12 + j]
                         .map(|xi| _mm256_maskload_ps(block.as_ptr().add(xi * stride + g), mask));
@@ -1662,8 +1664,8 @@ mod tests {
                     let mut plane = plane.to_vec();
                     let mut work = OutputWork::new(avx2);
                     let transform = match tile {
-                        Tile::F2 => transform_output_run,
-                        Tile::F4 => transform_output_run_f4,
+                        Tile::F2 => transform_output_run::<2>,
+                        Tile::F4 => transform_output_run::<4>,
                     };
                     transform(
                         &mut work,
