@@ -166,7 +166,7 @@ impl ConvStrategy {
             ConvStrategy::Winograd
         } else if winograd {
             ConvStrategy::WinogradOnTheFly
-        } else if p.groups == 1 && p.stride <= 2 && p.out_hw().1 >= gemm::MAX_NR {
+        } else if p.groups == 1 && p.stride <= 2 && p.out_hw().1 >= gemm::TILE_NR {
             ConvStrategy::Direct
         } else if p.kernel > 1 && p.out_hw().1 >= blocked::MIN_ROW && BlockedConv::fits(p) {
             ConvStrategy::Blocked

@@ -14,7 +14,7 @@
 
 use super::conv::ConvParams;
 use super::gather::strided_run;
-use super::gemm::{Block, Epilogue, Isa, PackedWeights, SendPtr, KC, MAX_NR};
+use super::gemm::{Block, Epilogue, Isa, PackedWeights, SendPtr, KC, TILE_NR};
 #[cfg(target_arch = "x86_64")]
 use super::micro::{Avx2, Avx512};
 use super::micro::{MicroKernel, Portable};
@@ -50,10 +50,10 @@ impl SplitInput {
     }
 
     /// Floats of the copy of an image of `channels` channels, and a tile's
-    /// width more: a tile reads whole rows of `MAX_NR` floats, even where
+    /// width more: a tile reads whole rows of `TILE_NR` floats, even where
     /// only its first columns are kept.
     pub(crate) fn len(&self, channels: usize) -> usize {
-        channels * self.rows * self.row() + MAX_NR
+        channels * self.rows * self.row() + TILE_NR
     }
 
     /// The offset of row `k = (c, ky, kx)` of the weights' patches, for each `k`.
@@ -189,7 +189,7 @@ impl Rows<'_> {
                         // SAFETY: the tile, rows `i0..` and columns `j0..j0 + nr`
                         // of this image's `m x oh * ow` output, is this thread's;
                         // each of its `kc` rows of patches, `b + rows[k]`, lies in
-                        // the split copy with `MAX_NR >= NR` floats to spare.
+                        // the split copy with `TILE_NR >= NR` floats to spare.
                         unsafe {
                             let block = Block {
                                 rows: (i0, K::MR.min(m - i0)),

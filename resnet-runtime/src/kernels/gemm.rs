@@ -13,7 +13,7 @@
 //! ascending `k`, so results are bit-identical for any number of threads.
 
 #[cfg(target_arch = "x86_64")]
-use super::micro::{Avx2, Avx512};
+use super::micro::{Avx2, Avx512, Avx512Wide};
 use super::micro::{MicroKernel, Portable, TileEpilogue, THIN_PANELS};
 use super::parallel::join_awake;
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -39,18 +39,24 @@ pub const NC: usize = 1024;
 /// (a 28x28 image's 784 columns 512 deep went 11% faster at batch 8 in
 /// two tasks than in one 1.6 MiB block; batch 1 unchanged).
 const PACKED_B: usize = 1 << 18;
-/// The widest tile (`NR`) of any kernel.
-pub(crate) const MAX_NR: usize = 32;
+/// The widest tile (`NR`) of an instruction set's kernel ([`Isa::tile`]),
+/// which every strategy runs on.
+pub(crate) const TILE_NR: usize = 32;
+/// The widest tile of any kernel, the GEMM's wider one included.
+pub(crate) const MAX_NR: usize = 48;
 /// The largest `MR x NR` of any kernel.
 const MAX_TILE: usize = 8 * MAX_NR;
 // Every kernel's tile fits the bounds above.
-const _: () = assert!(Portable::NR <= MAX_NR && Portable::MR * Portable::NR <= MAX_TILE);
+const _: () = assert!(Portable::NR <= TILE_NR && Portable::MR * Portable::NR <= MAX_TILE);
 #[cfg(target_arch = "x86_64")]
 const _: () = assert!(
-    Avx512::NR <= MAX_NR
-        && Avx2::NR <= MAX_NR
+    Avx512::NR <= TILE_NR
+        && Avx2::NR <= TILE_NR
+        && Avx512Wide::NR <= MAX_NR
         && Avx512::MR * Avx512::NR <= MAX_TILE
         && Avx2::MR * Avx2::NR <= MAX_TILE
+        && Avx512Wide::MR == Avx512::MR
+        && Avx512Wide::MR * Avx512Wide::NR <= MAX_TILE
 );
 
 /// Floats of workspace that [`gemm`] and the convolutions need for
@@ -116,17 +122,6 @@ impl Isa {
             .into_iter()
             .filter(|isa| isa.is_supported())
             .collect()
-    }
-
-    /// Work of one row panel across `cols` columns, in columns (see [`row_work`]).
-    fn row_work(self, cols: usize) -> usize {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => row_work::<Avx512>(cols),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => row_work::<Avx2>(cols),
-            _ => row_work::<Portable>(cols),
-        }
     }
 
     /// `(MR, NR)` of this instruction set's micro-kernel.
@@ -418,14 +413,13 @@ struct Split {
 }
 
 impl Split {
-    fn new(
+    fn new<K: MicroKernel>(
         (m, k, n): (usize, usize, usize),
         jobs: usize,
-        isa: Isa,
         threads: usize,
         pack_cost: usize,
     ) -> Split {
-        let (mr, nr) = isa.tile();
+        let (mr, nr) = (K::MR, K::NR);
         // One depth block where a job's whole `B` fits the budget (the
         // narrow layers of small batches): each row panel of `A` then
         // streams from memory in one run, its prefetch reaching on into
@@ -468,7 +462,7 @@ impl Split {
             cut(wanted(1), false),
         ]
         .into_iter()
-        .min_by_key(|split| split.busiest(jobs, isa, threads, pack_cost))
+        .min_by_key(|split| split.busiest::<K>(jobs, threads, pack_cost))
         .expect("four candidates")
     }
 
@@ -476,8 +470,8 @@ impl Split {
     /// times their work across its columns ([`row_work`]), plus packing its
     /// columns (counted as `pack_cost` whole row panels' worth, see
     /// [`PackB::pack_cost`]).
-    fn busiest(&self, jobs: usize, isa: Isa, threads: usize, pack_cost: usize) -> usize {
-        let (mr, nr) = isa.tile();
+    fn busiest<K: MicroKernel>(&self, jobs: usize, threads: usize, pack_cost: usize) -> usize {
+        let (mr, nr) = (K::MR, K::NR);
         let total = jobs * self.per_job();
         let threads = threads.min(total).max(1);
         (0..threads)
@@ -486,7 +480,7 @@ impl Split {
                     .map(|t| {
                         let (_, (r0, r1), (c0, c1)) = self.task(t);
                         let rows = (r1 - r0).div_ceil(mr);
-                        rows * isa.row_work(c1 - c0) + pack_cost * (c1 - c0).next_multiple_of(nr)
+                        rows * row_work::<K>(c1 - c0) + pack_cost * (c1 - c0).next_multiple_of(nr)
                     })
                     .sum::<usize>()
             })
@@ -534,31 +528,46 @@ pub(crate) unsafe fn run_jobs<'a, B, F>(
         return;
     }
     let first = job(0);
-    let isa = first.a.isa;
     let threads = threads.max(1);
     check_workspace(workspace, workspace_len(threads), threads);
-    let split = Split::new(
-        (first.a.m, first.a.k, first.n),
-        count,
-        isa,
-        threads,
-        first.b.pack_cost(),
-    );
-    let shape = (first.a.m, first.a.k, first.n, isa);
+    // SAFETY: forwarded from the caller; the instruction set is supported
+    // because packing checked it.
+    unsafe {
+        match first.a.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if wide_suits(first.n) => {
+                run_on::<Avx512Wide, B, F>(count, job, workspace, threads)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => run_on::<Avx512, B, F>(count, job, workspace, threads),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => run_on::<Avx2, B, F>(count, job, workspace, threads),
+            _ => run_on::<Portable, B, F>(count, job, workspace, threads),
+        }
+    }
+}
+
+/// [`run_jobs`] on micro-kernel `K`.
+///
+/// # Safety
+/// As [`run_jobs`]; the CPU supports `K`'s instruction set, whose panels
+/// of `A` the weights are packed in.
+unsafe fn run_on<'a, K, B, F>(count: usize, job: &F, workspace: &mut [f32], threads: usize)
+where
+    K: MicroKernel,
+    B: PackB,
+    F: Fn(usize) -> Job<'a, B> + Sync,
+{
+    let first = job(0);
+    let (m, k, n) = (first.a.m, first.a.k, first.n);
+    let split = Split::new::<K>((m, k, n), count, threads, first.b.pack_cost());
+    let shape = (m, k, n, first.a.isa);
     let total = count * split.per_job();
     let threads = threads.min(total);
     let work = |(thread, buffer): (usize, &mut [f32])| {
         let tasks = thread * total / threads..(thread + 1) * total / threads;
-        // SAFETY: forwarded from the caller; `isa` is supported because packing checked it.
-        unsafe {
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => worker::<Avx512, B, F>(job, shape, &split, tasks, buffer),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => worker::<Avx2, B, F>(job, shape, &split, tasks, buffer),
-                _ => worker::<Portable, B, F>(job, shape, &split, tasks, buffer),
-            }
-        }
+        // SAFETY: forwarded from the caller.
+        unsafe { worker::<K, B, F>(job, shape, &split, tasks, buffer) }
     };
     on_threads(workspace, KC * NC, threads, work);
 }
@@ -814,6 +823,16 @@ fn thin_columns<K: MicroKernel>(cols: usize) -> usize {
     } else {
         0
     }
+}
+
+/// Whether a row of `cols` columns is better cut into [`Avx512Wide`]'s
+/// tiles than into [`Avx512`]'s: where those end on a half tile, and the
+/// wide kernel's a column or two past a whole tile, which ride along.
+#[cfg(target_arch = "x86_64")]
+fn wide_suits(cols: usize) -> bool {
+    let left = (cols - thin_columns::<Avx512>(cols)) % Avx512::NR;
+    let half_tile = left > 0 && left <= Avx512::NR / 2;
+    half_tile && cols >= Avx512Wide::NR && cols % Avx512Wide::NR <= Avx512Wide::EXTRA
 }
 
 /// Work of one row panel across `cols` columns, in columns: whole tiles,

@@ -21,9 +21,11 @@
 //! at half the cost, and the last few columns of a row ride along with the
 //! row's last tile ([`MicroKernel::run_extra`]): one more multiply-add per
 //! step and column, on the weights the tile has already loaded. 49 columns
-//! cost 32 + 16 + 1, not 64. Rows that make no whole panel, and kernels
-//! without extra columns, take those columns through
-//! [`MicroKernel::run_thin`] instead, one column across several row panels.
+//! cost 32 + 16 + 1, not 64; with the 48-column kernel (`Avx512Wide`, for
+//! rows that end a column or two past a multiple of 48), 48 + 1. Rows that
+//! make no whole panel, and kernels without extra columns, take those
+//! columns through [`MicroKernel::run_thin`] instead, one column across
+//! several row panels.
 
 use super::gemm::{KC, MAX_NR};
 
@@ -269,23 +271,34 @@ impl MicroKernel for Portable {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{Avx2, Avx512};
+pub(crate) use x86::{Avx2, Avx512, Avx512Wide};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{MicroKernel, TileEpilogue};
     use std::arch::x86_64::*;
 
-    /// AVX-512F: 8 rows x 32 columns, 16 zmm accumulators (8 for a tile of
-    /// at most 16 columns); thin columns 8 rows a ymm accumulator.
-    pub(crate) struct Avx512;
+    /// AVX-512F: 8 rows x `16 V` columns, `8 V` zmm accumulators (8 for a
+    /// tile of at most 16 columns, 16 for at most 32); thin columns 8 rows
+    /// a ymm accumulator.
+    pub(crate) struct Avx512Tiles<const V: usize>;
 
-    impl MicroKernel for Avx512 {
+    /// 8 x 32: AVX-512's kernel, on every layer.
+    pub(crate) type Avx512 = Avx512Tiles<2>;
+
+    /// 8 x 48, for rows of tiles that would end on a half tile of
+    /// [`Avx512`]'s but end a column or two past a whole tile of these (a
+    /// 7x7 image's 49 columns: 48 + 1, not 32 + 16 + 1). The same weights'
+    /// panels as [`Avx512`]'s.
+    pub(crate) type Avx512Wide = Avx512Tiles<3>;
+
+    impl<const V: usize> MicroKernel for Avx512Tiles<V> {
         const MR: usize = 8;
-        const NR: usize = 32;
-        const HALF_TILES: bool = true;
-        const THIN: usize = 7;
-        const EXTRA: usize = 7;
+        const NR: usize = 16 * V;
+        const HALF_TILES: bool = V == 2;
+        // Beside 24 accumulators, registers for two extra columns' sums.
+        const THIN: usize = if V == 2 { 7 } else { 2 };
+        const EXTRA: usize = Self::THIN;
 
         unsafe fn run(
             kc: usize,
@@ -297,8 +310,9 @@ mod x86 {
             accumulate: bool,
             epilogue: Option<&TileEpilogue>,
         ) {
+            let (b, bx) = (Panel::<V>(b), None::<Panel<V>>);
             // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
-            unsafe { avx512_8x32::<0>(kc, a, Panel(b), None, c, ldc, cols, accumulate, epilogue) }
+            unsafe { avx512_tile::<V, 0>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue) }
         }
 
         unsafe fn run_extra(
@@ -313,17 +327,18 @@ mod x86 {
             accumulate: bool,
             epilogue: Option<&TileEpilogue>,
         ) {
-            let (b, bx) = (Panel(b), Some(Panel(bx)));
-            // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
+            let (b, bx) = (Panel::<V>(b), Some(Panel::<V>(bx)));
+            // SAFETY: the caller guarantees the CPU supports AVX-512F, and the
+            // extents; `extra <= EXTRA`.
             unsafe {
                 match extra {
-                    1 => avx512_8x32::<1>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    2 => avx512_8x32::<2>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    3 => avx512_8x32::<3>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    4 => avx512_8x32::<4>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    5 => avx512_8x32::<5>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    6 => avx512_8x32::<6>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    _ => avx512_8x32::<7>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    1 => avx512_tile::<V, 1>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    2 => avx512_tile::<V, 2>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    3 => avx512_tile::<V, 3>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    4 => avx512_tile::<V, 4>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    5 => avx512_tile::<V, 5>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    6 => avx512_tile::<V, 6>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                    _ => avx512_tile::<V, 7>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
                 }
             }
         }
@@ -339,9 +354,9 @@ mod x86 {
             accumulate: bool,
             epilogue: Option<&TileEpilogue>,
         ) {
-            let b = InPlace { b, rows };
+            let (b, bx) = (InPlace { b, rows }, None::<Panel<V>>);
             // SAFETY: the caller guarantees the CPU supports AVX-512F, and the extents.
-            unsafe { avx512_8x32::<0>(kc, a, b, None, c, ldc, cols, accumulate, epilogue) }
+            unsafe { avx512_tile::<V, 0>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue) }
         }
 
         unsafe fn run_thin(
@@ -360,6 +375,7 @@ mod x86 {
                 a,
                 panel_len,
                 b,
+                nr: Self::NR,
                 c,
                 ldc,
                 rows,
@@ -389,6 +405,8 @@ mod x86 {
         a: *const f32,
         panel_len: usize,
         b: *const f32,
+        /// Floats in a row of `b`'s panel.
+        nr: usize,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -406,7 +424,7 @@ mod x86 {
         for k in 0..t.kc {
             // SAFETY: `k < kc` and `p < P`: inside `b`'s panel and `a`'s `P` panels.
             unsafe {
-                let bk = _mm256_set1_ps(*t.b.add(k * 32 + j));
+                let bk = _mm256_set1_ps(*t.b.add(k * t.nr + j));
                 for (p, acc) in acc.iter_mut().enumerate() {
                     let a = _mm256_loadu_ps(t.a.add(p * t.panel_len + k * 8));
                     *acc = _mm256_fmadd_ps(a, bk, *acc);
@@ -436,15 +454,15 @@ mod x86 {
         unsafe fn row(self, k: usize) -> *const f32;
     }
 
-    /// A packed panel: row `k` at `k * 32`.
+    /// A packed panel of `V` vectors a row: row `k` at `k * 16 V`.
     #[derive(Clone, Copy)]
-    struct Panel(*const f32);
+    struct Panel<const V: usize>(*const f32);
 
-    impl Rows for Panel {
+    impl<const V: usize> Rows for Panel<V> {
         #[inline(always)]
         unsafe fn row(self, k: usize) -> *const f32 {
-            // SAFETY: `k < kc`, inside the panel of `kc * 32` floats.
-            unsafe { self.0.add(k * 32) }
+            // SAFETY: `k < kc`, inside the panel of `kc * 16 V` floats.
+            unsafe { self.0.add(k * 16 * V) }
         }
     }
 
@@ -463,60 +481,64 @@ mod x86 {
         }
     }
 
-    /// The 8 x 32 tile (or 8 x 16, for at most 16 columns), and `E` extra
+    /// The 8 x `16 V` tile (only its first vectors' worth for fewer
+    /// columns: a tile of at most 16 columns costs a `V`th), and `E` extra
     /// columns from `bx` after its `cols`, one 8-row accumulator each.
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn avx512_8x32<const E: usize>(
+    unsafe fn avx512_tile<const V: usize, const E: usize>(
         kc: usize,
         a: *const f32,
         b: impl Rows,
-        bx: Option<Panel>,
+        bx: Option<impl Rows>,
         c: *mut f32,
         ldc: usize,
         cols: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        let mut acc = [[_mm512_setzero_ps(); V]; 8];
         let mut extra = [_mm256_setzero_ps(); E];
-        // A tile of at most 16 columns needs only its first half: half the FMAs.
         // SAFETY: the caller's extents, as `avx512_steps` requires.
         unsafe {
-            if cols <= 16 {
-                avx512_steps::<1, E>(kc, a, b, bx, &mut acc, &mut extra);
-            } else {
-                avx512_steps::<2, E>(kc, a, b, bx, &mut acc, &mut extra);
+            match cols.div_ceil(16) {
+                1 => avx512_steps::<V, 1, E>(kc, a, b, bx, &mut acc, &mut extra),
+                2 if V > 2 => avx512_steps::<V, 2, E>(kc, a, b, bx, &mut acc, &mut extra),
+                _ => avx512_steps::<V, V, E>(kc, a, b, bx, &mut acc, &mut extra),
             }
         }
-        // Lanes of the two halves that hold one of the first `cols` columns;
+        // Lanes of each vector that hold one of the first `cols` columns;
         // masked lanes are neither loaded nor stored.
-        let half = |from: usize| ((1u32 << cols.saturating_sub(from).min(16)) - 1) as __mmask16;
-        let (m0, m1) = (half(0), half(16));
+        let masks: [__mmask16; V] = std::array::from_fn(|h| {
+            ((1u32 << cols.saturating_sub(16 * h).min(16)) - 1) as __mmask16
+        });
         for (i, row) in acc.iter().enumerate() {
             // SAFETY: row `i < 8` of `c` holds `cols` floats, and the masks
             // touch no others; the epilogue's extents are the caller's contract.
             unsafe {
                 let out = c.add(i * ldc);
-                let (mut lo, mut hi) = (row[0], row[1]);
+                let mut v = *row;
                 if accumulate {
-                    lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(m0, out));
-                    hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(m1, out.add(16)));
+                    for (h, v) in v.iter_mut().enumerate() {
+                        *v = _mm512_add_ps(*v, _mm512_maskz_loadu_ps(masks[h], out.add(16 * h)));
+                    }
                 }
                 if let Some(e) = epilogue {
                     let bias = _mm512_set1_ps(e.bias(i));
-                    (lo, hi) = (_mm512_add_ps(lo, bias), _mm512_add_ps(hi, bias));
-                    if let Some(r) = e.residual_row(i) {
-                        lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(m0, r));
-                        hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(m1, r.add(16)));
-                    }
-                    if e.relu {
-                        let zero = _mm512_setzero_ps();
-                        (lo, hi) = (_mm512_max_ps(lo, zero), _mm512_max_ps(hi, zero));
+                    let residual = e.residual_row(i);
+                    for (h, v) in v.iter_mut().enumerate() {
+                        *v = _mm512_add_ps(*v, bias);
+                        if let Some(r) = residual {
+                            *v = _mm512_add_ps(*v, _mm512_maskz_loadu_ps(masks[h], r.add(16 * h)));
+                        }
+                        if e.relu {
+                            *v = _mm512_max_ps(*v, _mm512_setzero_ps());
+                        }
                     }
                 }
-                _mm512_mask_storeu_ps(out, m0, lo);
-                _mm512_mask_storeu_ps(out.add(16), m1, hi);
+                for (h, v) in v.into_iter().enumerate() {
+                    _mm512_mask_storeu_ps(out.add(16 * h), masks[h], v);
+                }
             }
         }
         if E > 0 {
@@ -552,23 +574,23 @@ mod x86 {
     }
 
     /// `acc[i][h] += a[k * 8 + i] * row(k)[16 h ..][..16]` for `k < kc`
-    /// in ascending order, for the first `H` halves of the tile.
+    /// in ascending order, for the tile's first `H` of `V` vectors.
     ///
     /// # Safety
-    /// `a` is valid for `kc * 8` reads and `b` gives `kc` rows valid for 32
-    /// reads each; the CPU supports AVX-512F.
+    /// `a` is valid for `kc * 8` reads and `b` gives `kc` rows valid for
+    /// `16 H` reads each; the CPU supports AVX-512F.
     #[target_feature(enable = "avx512f,fma")]
     #[inline]
-    unsafe fn avx512_steps<const H: usize, const E: usize>(
+    unsafe fn avx512_steps<const V: usize, const H: usize, const E: usize>(
         kc: usize,
         a: *const f32,
         b: impl Rows,
-        bx: Option<Panel>,
-        acc: &mut [[__m512; 2]; 8],
+        bx: Option<impl Rows>,
+        acc: &mut [[__m512; V]; 8],
         extra: &mut [__m256; E],
     ) {
         for k in 0..kc {
-            // SAFETY: `k < kc`, so these reads stay inside the panels of `kc * 32` and `kc * 8` floats.
+            // SAFETY: `k < kc`, so these reads stay inside `b`'s rows and `a`'s `kc * 8` floats.
             unsafe {
                 // At small batches each weight is used for only a few panels
                 // of columns, so the panel streams from memory: ask for it
@@ -577,7 +599,7 @@ mod x86 {
                 if k % 2 == 0 {
                     _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((k + 128) * 8).cast());
                 }
-                let (row, mut bh) = (b.row(k), [_mm512_setzero_ps(); 2]);
+                let (row, mut bh) = (b.row(k), [_mm512_setzero_ps(); V]);
                 for (h, bh) in bh.iter_mut().enumerate().take(H) {
                     *bh = _mm512_loadu_ps(row.add(16 * h));
                 }
