@@ -32,6 +32,7 @@ use super::gemm::{self, Isa, PackedWeights, SendPtr};
 use super::micro::{Avx2, Avx512};
 use super::micro::{MicroKernel, Portable};
 use ndarray::{Array2, ArrayView4};
+use std::ops::{Add, Mul, Sub};
 
 /// The block of outputs one transformed tile yields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1047,18 +1048,32 @@ fn bt_down_f4(
     }
     for x in 0..width {
         let column = [d[0][x], d[1][x], d[2][x], d[3][x], d[4][x], d[5][x]];
-        r[0][x] = bt::<0>(column);
-        r[1][x] = bt::<1>(column);
-        r[2][x] = bt::<2>(column);
-        r[3][x] = bt::<3>(column);
-        r[4][x] = bt::<4>(column);
-        r[5][x] = bt::<5>(column);
+        r[0][x] = bt::<0, _>(column);
+        r[1][x] = bt::<1, _>(column);
+        r[2][x] = bt::<2, _>(column);
+        r[3][x] = bt::<3, _>(column);
+        r[4][x] = bt::<4, _>(column);
+        r[5][x] = bt::<5, _>(column);
     }
 }
 
+/// What F(4x4, 3x3)'s transforms compute with: one value, or eight tiles'
+/// values in a vector (`x86::V8`), with the same operations in the same
+/// order, so that both give the same bits.
+trait Lanes: Copy + Add<Output = Self> + Sub<Output = Self>
+where
+    f32: Mul<Self, Output = Self>,
+{
+}
+
+impl Lanes for f32 {}
+
 /// Row `I` of F(4x4, 3x3)'s `A^T` applied to six values.
 #[inline(always)]
-fn at<const I: usize>([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> f32 {
+fn at<const I: usize, T: Lanes>([m0, m1, m2, m3, m4, m5]: [T; 6]) -> T
+where
+    f32: Mul<T, Output = T>,
+{
     match I {
         0 => m0 + m1 + m2 + m3 + m4,
         1 => m1 - m2 + 2.0 * (m3 - m4),
@@ -1069,7 +1084,10 @@ fn at<const I: usize>([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> f32 {
 
 /// Row `J` of F(4x4, 3x3)'s `B^T` applied to six values.
 #[inline(always)]
-fn bt<const J: usize>([c0, c1, c2, c3, c4, c5]: [f32; 6]) -> f32 {
+fn bt<const J: usize, T: Lanes>([c0, c1, c2, c3, c4, c5]: [T; 6]) -> T
+where
+    f32: Mul<T, Output = T>,
+{
     match J {
         0 => 4.0 * c0 - 5.0 * c2 + c4,
         1 => c3 + c4 - 4.0 * (c1 + c2),
@@ -1084,7 +1102,7 @@ fn bt<const J: usize>([c0, c1, c2, c3, c4, c5]: [f32; 6]) -> f32 {
 /// from columns `4t .. 4t + 6` of `r`.
 fn bt_across<const J: usize>(r: &[f32], out: &mut [f32]) {
     for (o, c) in out.iter_mut().zip(r.windows(6).step_by(4)) {
-        *o = bt::<J>([c[0], c[1], c[2], c[3], c[4], c[5]]);
+        *o = bt::<J, _>([c[0], c[1], c[2], c[3], c[4], c[5]]);
     }
 }
 
@@ -1106,10 +1124,10 @@ fn at_down_f4(block: &[f32], stride: usize, nt: usize, s: &mut [[[f32; BLOCK + 8
         let (m3, m4, m5) = (m(18 + j), m(24 + j), m(30 + j));
         for t in 0..nt {
             let column = [m0[t], m1[t], m2[t], m3[t], m4[t], m5[t]];
-            s0[t] = at::<0>(column);
-            s1[t] = at::<1>(column);
-            s2[t] = at::<2>(column);
-            s3[t] = at::<3>(column);
+            s0[t] = at::<0, _>(column);
+            s1[t] = at::<1, _>(column);
+            s2[t] = at::<2, _>(column);
+            s3[t] = at::<3, _>(column);
         }
     }
 }
@@ -1121,7 +1139,7 @@ fn at_across_f4(columns: [&[f32; BLOCK + 8]; 6], bias: f32, row: &mut [f32]) {
     let [a0, a1, a2, a3, a4, a5] = columns;
     for (t, y) in row.chunks_mut(4).enumerate() {
         let m = [a0[t], a1[t], a2[t], a3[t], a4[t], a5[t]];
-        let four = [at::<0>(m), at::<1>(m), at::<2>(m), at::<3>(m)];
+        let four = [at::<0, _>(m), at::<1, _>(m), at::<2, _>(m), at::<3, _>(m)];
         for (y, v) in y.iter_mut().zip(four) {
             *y = v + bias;
         }
@@ -1143,22 +1161,47 @@ mod x86 {
     use super::BLOCK;
     use std::arch::x86_64::*;
 
-    /// Row `I` of `A^T` on six columns of eight tiles; [`super::at`] in order.
+    /// Eight tiles' values, for [`super::at`] and [`super::bt`].
+    #[derive(Clone, Copy)]
+    pub(super) struct V8(pub(super) __m256);
+
+    impl super::Lanes for V8 {}
+
+    // The operations run only where a `V8` exists: inside this module's
+    // AVX2 functions, which run where the CPU has AVX2 (`Winograd::new`
+    // checked). Inlined there, each is one instruction.
+    impl std::ops::Add for V8 {
+        type Output = V8;
+        #[inline(always)]
+        fn add(self, other: V8) -> V8 {
+            // SAFETY: the CPU has AVX2 (above).
+            V8(unsafe { _mm256_add_ps(self.0, other.0) })
+        }
+    }
+
+    impl std::ops::Sub for V8 {
+        type Output = V8;
+        #[inline(always)]
+        fn sub(self, other: V8) -> V8 {
+            // SAFETY: the CPU has AVX2 (above).
+            V8(unsafe { _mm256_sub_ps(self.0, other.0) })
+        }
+    }
+
+    impl std::ops::Mul<V8> for f32 {
+        type Output = V8;
+        #[inline(always)]
+        fn mul(self, v: V8) -> V8 {
+            // SAFETY: the CPU has AVX2 (above).
+            V8(unsafe { _mm256_mul_ps(_mm256_set1_ps(self), v.0) })
+        }
+    }
+
+    /// Row `I` of `A^T` on six columns of eight tiles.
     #[target_feature(enable = "avx2")]
     #[inline]
-    fn at<const I: usize>([m0, m1, m2, m3, m4, m5]: [__m256; 6]) -> __m256 {
-        let (add, sub, mul) = (_mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
-        let (two, four, eight) = (
-            _mm256_set1_ps(2.0),
-            _mm256_set1_ps(4.0),
-            _mm256_set1_ps(8.0),
-        );
-        match I {
-            0 => add(add(add(add(m0, m1), m2), m3), m4),
-            1 => add(sub(m1, m2), mul(two, sub(m3, m4))),
-            2 => add(add(m1, m2), mul(four, add(m3, m4))),
-            _ => add(add(sub(m1, m2), mul(eight, sub(m3, m4))), m5),
-        }
+    fn at<const I: usize>(m: [__m256; 6]) -> __m256 {
+        super::at::<I, V8>(m.map(V8)).0
     }
 
     /// [`super::bt_down_f4`], eight columns a vector, with no copy of the
@@ -1351,24 +1394,11 @@ mod x86 {
         )
     }
 
-    /// Row `J` of `B^T` on six columns of eight tiles; [`super::bt`] in order.
+    /// Row `J` of `B^T` on six columns of eight tiles.
     #[target_feature(enable = "avx2")]
     #[inline]
-    fn bt<const J: usize>([c0, c1, c2, c3, c4, c5]: [__m256; 6]) -> __m256 {
-        let (add, sub, mul) = (_mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
-        let (two, four, five) = (
-            _mm256_set1_ps(2.0),
-            _mm256_set1_ps(4.0),
-            _mm256_set1_ps(5.0),
-        );
-        match J {
-            0 => add(sub(mul(four, c0), mul(five, c2)), c4),
-            1 => sub(add(c3, c4), mul(four, add(c1, c2))),
-            2 => sub(add(mul(four, sub(c1, c2)), c4), c3),
-            3 => sub(add(mul(two, sub(c3, c1)), c4), c2),
-            4 => sub(add(mul(two, sub(c1, c3)), c4), c2),
-            _ => add(sub(mul(four, c1), mul(five, c3)), c5),
-        }
+    fn bt<const J: usize>(c: [__m256; 6]) -> __m256 {
+        super::bt::<J, V8>(c.map(V8)).0
     }
 
     /// Writes `out[j * stride + t] = bt::<j>(r[4t .. 4t + 6])` for `j < 6`
