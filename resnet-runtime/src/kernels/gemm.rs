@@ -812,8 +812,9 @@ impl Block {
 
 /// Columns at the end of a block of `cols` that no tile covers: what is
 /// left past the last whole half tile, when that is at most
-/// [`MicroKernel::THIN`] columns. So 49 columns (a 7x7 image) are a tile, a
-/// half tile and one thin column, not two tiles. The last tile of each
+/// [`MicroKernel::THIN`] columns. So 49 columns (a 7x7 image) are, in
+/// 32-column tiles, a tile, a half tile and one thin column, not two tiles
+/// (in 48-column ones, a tile and one thin column). The last tile of each
 /// whole row panel takes them along ([`MicroKernel::run_extra`]) where the
 /// kernel can; the rest go to [`MicroKernel::run_thin`].
 fn thin_columns<K: MicroKernel>(cols: usize) -> usize {
