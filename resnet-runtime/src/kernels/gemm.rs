@@ -536,29 +536,33 @@ pub(crate) unsafe fn run_jobs<'a, B, F>(
         match first.a.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 if wide_suits(first.n) => {
-                run_on::<Avx512Wide, B, F>(count, job, workspace, threads)
+                run_on::<Avx512Wide, B, F>(&first, count, job, workspace, threads)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => run_on::<Avx512, B, F>(count, job, workspace, threads),
+            Isa::Avx512 => run_on::<Avx512, B, F>(&first, count, job, workspace, threads),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => run_on::<Avx2, B, F>(count, job, workspace, threads),
-            _ => run_on::<Portable, B, F>(count, job, workspace, threads),
+            Isa::Avx2 => run_on::<Avx2, B, F>(&first, count, job, workspace, threads),
+            _ => run_on::<Portable, B, F>(&first, count, job, workspace, threads),
         }
     }
 }
 
-/// [`run_jobs`] on micro-kernel `K`.
+/// [`run_jobs`] on micro-kernel `K`, `first` being `job(0)`.
 ///
 /// # Safety
 /// As [`run_jobs`]; the CPU supports `K`'s instruction set, whose panels
 /// of `A` the weights are packed in.
-unsafe fn run_on<'a, K, B, F>(count: usize, job: &F, workspace: &mut [f32], threads: usize)
-where
+unsafe fn run_on<'a, K, B, F>(
+    first: &Job<'a, B>,
+    count: usize,
+    job: &F,
+    workspace: &mut [f32],
+    threads: usize,
+) where
     K: MicroKernel,
     B: PackB,
     F: Fn(usize) -> Job<'a, B> + Sync,
 {
-    let first = job(0);
     let (m, k, n) = (first.a.m, first.a.k, first.n);
     let split = Split::new::<K>((m, k, n), count, threads, first.b.pack_cost());
     let shape = (m, k, n, first.a.isa);

@@ -913,14 +913,14 @@ fn transform_output_run<const N: usize>(
     plane: &mut [f32],
     epilogue: &OutputEpilogue,
 ) {
-    let (tile, n) = (Tile::with_outputs(N), N);
+    let tile = Tile::with_outputs(N);
     for t0 in (0..run.len).step_by(BLOCK) {
         let nt = BLOCK.min(run.len - t0);
         work.atm.down(tile, &block[run.at + t0..], stride, nt);
-        // Output columns n (tx + t0) .. n (tx + t0 + nt), clipped to the plane.
-        let (x0, x1) = (n * (run.tx + t0), (n * (run.tx + t0 + nt)).min(ow));
-        for i in 0..n {
-            let oy = n * ty + i;
+        // Output columns N (tx + t0) .. N (tx + t0 + nt), clipped to the plane.
+        let (x0, x1) = (N * (run.tx + t0), (N * (run.tx + t0 + nt)).min(ow));
+        for i in 0..N {
+            let oy = N * ty + i;
             if oy >= oh {
                 continue;
             }
