@@ -16,7 +16,7 @@ use super::conv::ConvParams;
 use super::gather::strided_run;
 use super::gemm::{Block, Epilogue, Isa, PackedWeights, SendPtr, KC, TILE_NR};
 #[cfg(target_arch = "x86_64")]
-use super::micro::{Avx2, Avx512};
+use super::micro::{Avx2, Avx512, Avx512Wide};
 use super::micro::{MicroKernel, Portable};
 use super::parallel::on_each;
 use rayon::prelude::*;
@@ -144,10 +144,10 @@ pub(crate) fn forward<'a>(
         let work = |t: usize| unsafe {
             match weights.isa() {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => job.run::<Avx512>(rows(t)),
+                Isa::Avx512 => job.run::<Avx512, Avx512Wide>(rows(t)),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => job.run::<Avx2>(rows(t)),
-                _ => job.run::<Portable>(rows(t)),
+                Isa::Avx2 => job.run::<Avx2, Avx2>(rows(t)),
+                _ => job.run::<Portable, Portable>(rows(t)),
             }
         };
         on_each(threads, work);
@@ -166,46 +166,68 @@ struct Rows<'a> {
 }
 
 impl Rows<'_> {
-    /// Output rows `oys`, all channels: tiles left to right, each across all
-    /// row panels of the weights for one block of depth, so the tile's rows
-    /// of the split input stay in L1 from panel to panel.
+    /// Output rows `oys`, all channels, in tiles left to right
+    /// ([`Rows::tile`]) of `K`, or of `W`, a wider kernel on the same
+    /// panels, for a row's last.
     ///
     /// # Safety
-    /// The CPU supports `K`'s instruction set, for which the weights were
-    /// packed; no other thread writes these output rows at the same time.
-    unsafe fn run<K: MicroKernel>(&self, oys: std::ops::Range<usize>) {
-        let (m, depth) = (self.weights.rows(), self.weights.depth());
-        let (oh, ow) = self.out_hw;
+    /// The CPU supports `K`'s and `W`'s instruction set, for which the
+    /// weights were packed; no other thread writes these output rows at the
+    /// same time.
+    unsafe fn run<K: MicroKernel, W: MicroKernel>(&self, oys: std::ops::Range<usize>) {
+        let ow = self.out_hw.1;
+        // A row that would end on a half tile ends on one tile of `W`'s
+        // instead, where `W` is wider: the stem's 112 columns go 32 + 32 +
+        // 48, not 32 + 32 + 32 + 16, whose half tile runs on eight
+        // accumulators, one chain per row, at about 65% of a whole tile's
+        // speed.
+        let wide_end = W::NR > K::NR && (1..=K::NR / 2).contains(&(ow % K::NR)) && ow > K::NR;
         for oy in oys {
             for ox in (0..ow).step_by(K::NR) {
-                let (j0, nr) = (oy * ow + ox, K::NR.min(ow - ox));
-                let b = self.input[self.split.base(oy, ox)..].as_ptr();
-                for k0 in (0..depth).step_by(KC) {
-                    let kc = KC.min(depth - k0);
-                    let (accumulate, last) = self.epilogue.depth_block(k0, kc, depth);
-                    let rows = self.offsets[k0..].as_ptr();
-                    for i0 in (0..m).step_by(K::MR) {
-                        let a = self.weights.panel(i0 / K::MR, k0).as_ptr();
-                        // SAFETY: the tile, rows `i0..` and columns `j0..j0 + nr`
-                        // of this image's `m x oh * ow` output, is this thread's;
-                        // each of its `kc` rows of patches, `b + rows[k]`, lies in
-                        // the split copy with `TILE_NR >= NR` floats to spare.
-                        unsafe {
-                            let block = Block {
-                                rows: (i0, K::MR.min(m - i0)),
-                                cols: (j0, nr),
-                                c: self.out.add(i0 * oh * ow + j0).0,
-                                ldc: oh * ow,
-                            };
-                            block.compute::<K>(
-                                &self.epilogue,
-                                (accumulate, last),
-                                |c, ldc, cols, e| {
-                                    K::run_rows(kc, a, b, rows, c, ldc, cols, accumulate, e)
-                                },
-                            );
-                        }
-                    }
+                let left = ow - ox;
+                if wide_end && left > K::NR && left <= W::NR {
+                    // SAFETY: as the caller vouches.
+                    unsafe { self.tile::<W>(oy, ox, left) };
+                    break;
+                }
+                // SAFETY: as the caller vouches.
+                unsafe { self.tile::<K>(oy, ox, K::NR.min(left)) };
+            }
+        }
+    }
+
+    /// Columns `ox..ox + nr` (`nr <= NR`) of output row `oy`, all channels,
+    /// each depth block across all row panels of the weights, so the tile's
+    /// rows of the split input stay in L1 from panel to panel.
+    ///
+    /// # Safety
+    /// As [`Rows::run`], with `K`'s `MR` the weights' panels' and `NR` at
+    /// most [`TILE_NR`] past the row's end.
+    unsafe fn tile<K: MicroKernel>(&self, oy: usize, ox: usize, nr: usize) {
+        let (m, depth) = (self.weights.rows(), self.weights.depth());
+        let (oh, ow) = self.out_hw;
+        let j0 = oy * ow + ox;
+        let b = self.input[self.split.base(oy, ox)..].as_ptr();
+        for k0 in (0..depth).step_by(KC) {
+            let kc = KC.min(depth - k0);
+            let (accumulate, last) = self.epilogue.depth_block(k0, kc, depth);
+            let rows = self.offsets[k0..].as_ptr();
+            for i0 in (0..m).step_by(K::MR) {
+                let a = self.weights.panel(i0 / K::MR, k0).as_ptr();
+                // SAFETY: the tile, rows `i0..` and columns `j0..j0 + nr`
+                // of this image's `m x oh * ow` output, is this thread's;
+                // each of its `kc` rows of patches, `b + rows[k]`, lies in
+                // the split copy with `TILE_NR` floats to spare.
+                unsafe {
+                    let block = Block {
+                        rows: (i0, K::MR.min(m - i0)),
+                        cols: (j0, nr),
+                        c: self.out.add(i0 * oh * ow + j0).0,
+                        ldc: oh * ow,
+                    };
+                    block.compute::<K>(&self.epilogue, (accumulate, last), |c, ldc, cols, e| {
+                        K::run_rows(kc, a, b, rows, c, ldc, cols, accumulate, e)
+                    });
                 }
             }
         }
