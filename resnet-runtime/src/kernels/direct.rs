@@ -201,8 +201,9 @@ impl Rows<'_> {
     /// rows of the split input stay in L1 from panel to panel.
     ///
     /// # Safety
-    /// As [`Rows::run`], with `K`'s `MR` the weights' panels' and `NR` at
-    /// most [`TILE_NR`] past the row's end.
+    /// As [`Rows::run`], with `K`'s `MR` the weights' panels', and `ox +
+    /// NR` at most [`TILE_NR`] floats past the row's end (the split copy's
+    /// spare floats cover what the tile's loads read past it).
     unsafe fn tile<K: MicroKernel>(&self, oy: usize, ox: usize, nr: usize) {
         let (m, depth) = (self.weights.rows(), self.weights.depth());
         let (oh, ow) = self.out_hw;
