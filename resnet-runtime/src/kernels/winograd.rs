@@ -24,7 +24,8 @@
 //! cache: the input transform writes each `V[ξ]` as one packed panel, the
 //! micro-kernel multiplies it by `U[ξ]`'s row panels, and the output
 //! transform applies the epilogue (bias, residual, ReLU) as it writes.
-//! Threads take contiguous runs of blocks and never wait on each other.
+//! Threads take even, contiguous shares of the tiles and never wait on
+//! each other.
 
 use super::conv::{ConvEpilogue, ConvParams, Shortcut};
 use super::gemm::{self, Isa, PackedWeights, SendPtr};
