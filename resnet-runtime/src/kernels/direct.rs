@@ -181,7 +181,7 @@ impl Rows<'_> {
         // 48, not 32 + 32 + 32 + 16, whose half tile runs on eight
         // accumulators, one chain per row, at about 65% of a whole tile's
         // speed.
-        let wide_end = W::NR > K::NR && (1..=K::NR / 2).contains(&(ow % K::NR)) && ow > K::NR;
+        let wide_end = W::NR > K::NR && (1..=K::NR / 2).contains(&(ow % K::NR));
         for oy in oys {
             for ox in (0..ow).step_by(K::NR) {
                 let left = ow - ox;
