@@ -383,11 +383,11 @@ unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
-    /// The pointer `count` floats on, as [`pointer::add`]. Taking `self` by
+    /// The pointer `count` floats on, as `<*mut f32>::add`. Taking `self` by
     /// value makes closures capture the `Sync` wrapper, not the raw pointer.
     ///
     /// # Safety
-    /// As [`pointer::add`]: the result must stay inside the same allocation.
+    /// As `<*mut f32>::add`: the result must stay inside the same allocation.
     pub unsafe fn add(self, count: usize) -> SendPtr {
         // SAFETY: the caller's contract.
         SendPtr(unsafe { self.0.add(count) })
