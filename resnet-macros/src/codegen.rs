@@ -2,7 +2,7 @@
 //! by the passes before.
 
 use crate::ir::{Graph, NodeId, Op, Shape, Shortcut};
-use crate::passes::{Step, StepKind};
+use crate::passes::{Layout, Step, StepKind};
 use crate::spec::BlockKind;
 use crate::table;
 use crate::Model;
@@ -150,6 +150,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
         graph,
         steps,
         plan,
+        layouts,
         ..
     } = model;
     let private = quote!(::resnet_runtime::__private);
@@ -176,7 +177,11 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
     let mut load = Vec::new();
     let mut body = Vec::new();
     let mut head = None;
-    for step in steps {
+    let layout = |layout: Layout| match layout {
+        Layout::Planar => format_ident!("Planar"),
+        Layout::Blocked => format_ident!("Blocked"),
+    };
+    for (step, &step_layout) in steps.iter().zip(layouts) {
         let input_shape = node(step.input).shape;
         match step.kind {
             StepKind::Conv { conv, bn, relu } => {
@@ -208,7 +213,17 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                     };
                 });
                 let with_bn = bn.is_some();
-                random.push(quote!(#f: #private::ConvLayer::random(&mut rng, #conv_name, Self::#p, #with_bn)));
+                let input_layout = steps
+                    .iter()
+                    .zip(layouts)
+                    .find(|(s, _)| s.output == step.input)
+                    .map_or(Layout::Planar, |(_, &l)| l);
+                let l = match (input_layout, step_layout) {
+                    (Layout::Planar, _) => format_ident!("Planar"),
+                    (Layout::Blocked, Layout::Blocked) => format_ident!("Blocked"),
+                    (Layout::Blocked, Layout::Planar) => format_ident!("BlockedToPlanar"),
+                };
+                random.push(quote!(#f: #private::ConvLayer::random(&mut rng, #conv_name, Self::#p, #with_bn, #private::ConvLayout::#l)));
                 let bn_name = match bn {
                     Some(b) => {
                         let b = &node(b).name;
@@ -216,7 +231,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                     }
                     None => quote!(None),
                 };
-                load.push(quote!(#f: loader.conv(#conv_name, #bn_name, Self::#p)));
+                load.push(quote!(#f: loader.conv(#conv_name, #bn_name, Self::#p, #private::ConvLayout::#l)));
                 let (input, out) = (src(step.input), step_slot(graph, step));
                 let residual = match step.residual {
                     Some(r) => {
@@ -279,8 +294,9 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
     };
     let slots = steps
         .iter()
-        .filter(|s| !matches!(s.kind, StepKind::Head { .. }))
-        .map(|step| {
+        .zip(layouts)
+        .filter(|(s, _)| !matches!(s.kind, StepKind::Head { .. }))
+        .map(|(step, &step_layout)| {
             let slot = step_slot(graph, step);
             // An output planned over its residual (values alive together
             // share no memory otherwise) is that slot: added in place.
@@ -290,7 +306,8 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
             }
             let at = int(offset(step.output).unwrap_or(0) as u128);
             let shape = dims(step.shape);
-            quote!(let #slot = Slot { offset: #at, shape: #shape };)
+            let l = layout(step_layout);
+            quote!(let #slot = Slot { offset: #at, shape: #shape, layout: Layout::#l };)
         });
     // Import only the `Option` variants each function uses.
     let options = |some: bool, none: bool| {
@@ -425,7 +442,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
             /// Every step up to the backbone's output; returns where it is.
             fn backbone(&self, exec: &mut #private::Exec<'_>) -> #private::Src {
                 use #private::core::option::Option::{#(#backbone_options),*};
-                use #private::{Slot, Src};
+                use #private::{Layout, Slot, Src};
                 #(#slots)*
                 #(#body)*
                 #features

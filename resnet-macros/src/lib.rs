@@ -60,6 +60,8 @@ pub(crate) struct Model {
     pub steps: Vec<passes::Step>,
     /// The activation arena.
     pub plan: passes::Plan,
+    /// Each step's output layout.
+    pub layouts: Vec<passes::Layout>,
     /// The YAML file it was read from, which the generated code includes.
     pub spec_file: Option<PathBuf>,
 }
@@ -110,6 +112,7 @@ fn compile(def: ModelDef) -> syn::Result<Model> {
         .and_then(passes::schedule)
         .map_err(|e| spec_loc.error(format!("internal error while fusing layers: {e}")))?;
     let plan = passes::plan(&steps);
+    let layouts = passes::layouts(&graph, &steps);
     Ok(Model {
         attrs,
         vis,
@@ -117,6 +120,7 @@ fn compile(def: ModelDef) -> syn::Result<Model> {
         graph,
         steps,
         plan,
+        layouts,
         spec_file,
     })
 }

@@ -9,6 +9,7 @@
 //!   shortcut before the convolution that adds it.
 //! - [`plan`]: every value an offset in one arena, by liveness, so values
 //!   that are never alive together share memory.
+//! - [`layouts`]: whether each value is NCHW or channel-blocked.
 
 use crate::ir::{Graph, NodeId, Op, Shape};
 use std::collections::BinaryHeap;
@@ -290,6 +291,94 @@ pub fn plan(steps: &[Step]) -> Plan {
     Plan { offsets, floats }
 }
 
+/// How a value's elements are laid out (the runtime's `Layout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// NCHW.
+    Planar,
+    /// `[N][C / 16][H][W][16]`: the layout the runtime's blocked kernels
+    /// (Winograd with whole-vector transforms, 1x1 layers that stream their
+    /// input) run fastest on.
+    Blocked,
+}
+
+/// The narrowest output the blocked layers run faster than NCHW ones: at
+/// 14x14 and 7x7 the deep layers' weights stream from memory for fewer
+/// pixels than their tiles amortise them over, and the NCHW GEMM blocks
+/// them better.
+pub const BLOCKED_MIN_SIDE: usize = 28;
+
+/// Each step's output layout. A network whose stem is followed by a max
+/// pool runs blocked from the pool on (the pool interleaves the stem's
+/// channels as it writes) while its values are at least
+/// [`BLOCKED_MIN_SIDE`] a side, then NCHW: the first layers to narrower
+/// outputs (strided, so never Winograd) read blocked and write NCHW. It
+/// does when every blocked layer is one the blocked kernels take:
+/// ungrouped, on multiples of 16 channels, adding a residual of all its
+/// output channels, and reading only values from the pool on. Any other
+/// network (a CIFAR stem, grouped or pre-activation blocks, zero-padded
+/// shortcuts) runs NCHW throughout.
+pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
+    let planar = vec![Layout::Planar; steps.len()];
+    let Some(pool) = steps
+        .iter()
+        .position(|s| matches!(s.kind, StepKind::MaxPool { .. }))
+    else {
+        return planar;
+    };
+    let layouts: Vec<Layout> = steps
+        .iter()
+        .enumerate()
+        .map(
+            |(i, s)| match i >= pool && s.shape.h.min(s.shape.w) >= BLOCKED_MIN_SIDE {
+                true => Layout::Blocked,
+                false => Layout::Planar,
+            },
+        )
+        .collect();
+    let layout_of = |v: NodeId| match steps.iter().position(|s| s.output == v) {
+        Some(i) => layouts[i],
+        None => Layout::Planar,
+    };
+    let early: Vec<NodeId> = steps[..pool].iter().map(|s| s.output).chain([0]).collect();
+    let shape = |v: NodeId| graph.nodes[v].shape;
+    let takes = |(step, &out): (&Step, &Layout)| {
+        let input = layout_of(step.input);
+        if input == Layout::Planar {
+            // Past the blocked stages: NCHW steps take anything.
+            return out == Layout::Planar;
+        }
+        let reads_early =
+            early.contains(&step.input) || step.residual.is_some_and(|r| early.contains(&r));
+        let fits = match step.kind {
+            StepKind::Conv { conv, .. } => match graph.nodes[conv].op {
+                Op::Conv(c) => {
+                    c.groups == 1
+                        && shape(step.input).c.is_multiple_of(16)
+                        && c.out_channels.is_multiple_of(16)
+                        && step
+                            .residual
+                            .is_none_or(|r| shape(r) == step.shape && layout_of(r) == out)
+                }
+                _ => false,
+            },
+            StepKind::Head { .. } => true,
+            _ => false,
+        };
+        fits && !reads_early
+    };
+    let blocked = steps[pool].shape.c.is_multiple_of(16)
+        && layouts[pool] == Layout::Blocked
+        && steps[pool + 1..]
+            .iter()
+            .zip(&layouts[pool + 1..])
+            .all(takes);
+    match blocked {
+        true => layouts,
+        false => planar,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -357,6 +446,66 @@ pub(crate) mod tests {
             .count();
         assert_eq!(in_place, 3, "each block's add runs in place");
         assert_eq!(shared_memory(&steps, &plan), None);
+    }
+
+    /// The names of the convolutions each layout pair covers.
+    fn conv_layouts(spec: &str) -> Vec<(String, Layout, Layout)> {
+        let g = graph(spec);
+        let steps = schedule(fuse(&g).unwrap()).unwrap();
+        let layouts = layouts(&g, &steps);
+        let of = |v: NodeId| {
+            steps
+                .iter()
+                .position(|s| s.output == v)
+                .map_or(Layout::Planar, |i| layouts[i])
+        };
+        steps
+            .iter()
+            .zip(&layouts)
+            .filter_map(|(s, &out)| match s.kind {
+                StepKind::Conv { conv, .. } => Some((g.nodes[conv].name.clone(), of(s.input), out)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn imagenet_networks_run_blocked_from_the_pool_to_their_28x28_stage() {
+        use Layout::{Blocked, Planar};
+        for spec in [
+            "pub N<stages: [3, 4, 6, 3], bottleneck: true>",
+            "pub N<stages: [2, 2, 2, 2]>",
+        ] {
+            let bottleneck = spec.contains("bottleneck");
+            for (name, input, output) in conv_layouts(spec) {
+                let want = match name.as_str() {
+                    "conv1" => (Planar, Planar),
+                    n if n.starts_with("layer1") || n.starts_with("layer2") => (Blocked, Blocked),
+                    // Into 14x14: bottlenecks stride in conv2, basic blocks in conv1.
+                    "layer3.0.downsample.0" => (Blocked, Planar),
+                    "layer3.0.conv1" if bottleneck => (Blocked, Blocked),
+                    "layer3.0.conv2" if bottleneck => (Blocked, Planar),
+                    "layer3.0.conv1" => (Blocked, Planar),
+                    _ => (Planar, Planar),
+                };
+                assert_eq!((input, output), want, "{name} of {spec}");
+            }
+        }
+    }
+
+    #[test]
+    fn cifar_grouped_and_preactivation_networks_run_nchw() {
+        for spec in [
+            "pub N<stages: [3, 3, 3], stem: cifar, widths: [16, 32, 64], input: [3, 32, 32], shortcut: zero_pad>",
+            "pub N<stages: [3, 4, 6, 3], bottleneck: true, groups: 32, width_per_group: 4>",
+            "pub N<stages: [2, 2, 2, 2], preact: true>",
+            // 24 channels do not make blocks of 16.
+            "pub N<stages: [2, 2], widths: [24, 48]>",
+        ] {
+            for (name, input, output) in conv_layouts(spec) {
+                assert_eq!((input, output), (Layout::Planar, Layout::Planar), "{name} of {spec}");
+            }
+        }
     }
 
     fn offset(plan: &Plan, value: NodeId) -> Option<usize> {

@@ -3,23 +3,40 @@
 //! planned (`Slot`s with constant offsets). A batch of `n` images scales
 //! every offset and length by `n`.
 
+use crate::kernels::blocked::to_planar;
+use crate::kernels::conv::Shortcut;
 use crate::kernels::elementwise::{channel_affine, subsample};
-use crate::kernels::pool::{avg_pool_linear, avg_pool_linear_scratch, max_pool2d};
-use crate::layers::{Affine, ConvLayer, Linear};
+use crate::kernels::pool::{
+    avg_pool_linear, avg_pool_linear_blocked, avg_pool_linear_scratch, max_pool2d,
+    max_pool2d_to_blocked, max_pool2d_to_blocked_scratch,
+};
+use crate::layers::{Affine, ConvKernel, ConvLayer, Linear};
 use ndarray::{ArrayView4, ArrayViewMut2, ArrayViewMut4};
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// An activation in the arena: its offset in floats per image and its
-/// `[C, H, W]`.
+/// An activation in the arena: its offset in floats per image, its
+/// `[C, H, W]` and how its elements are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
     /// Offset per image: the value starts at `offset * n` for a batch of `n`.
     pub offset: usize,
     /// `[C, H, W]` per image.
     pub shape: [usize; 3],
+    /// The order of its elements.
+    pub layout: Layout,
+}
+
+/// The order of an activation's elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// NCHW: each channel's plane, row by row.
+    Planar,
+    /// Channel-blocked, `[N][C / 16][H][W][16]`: the 16 channels of a
+    /// block together at each pixel ([`crate::kernels::blocked`]).
+    Blocked,
 }
 
 impl Slot {
@@ -333,7 +350,10 @@ impl Exec<'_> {
     /// `dst = relu?(conv(src) + residual)`; a residual with fewer channels
     /// than `dst` is zero-padded, and one in `dst`'s own slot is added in
     /// place (where the plan gave the output the memory of a residual that
-    /// no later step reads).
+    /// no later step reads). The layer runs on the layout of its slots.
+    ///
+    /// # Panics
+    /// If the slots' layouts are not the layer's.
     pub fn conv(
         &mut self,
         layer: &ConvLayer,
@@ -344,38 +364,55 @@ impl Exec<'_> {
     ) {
         let start = self.start();
         let threads = self.threads;
-        let need = layer.conv().workspace_len(threads);
+        let layout = layer.layout();
+        let output = [Some(dst.layout), residual.map(|r| r.layout)];
+        assert!(
+            src.layout() == layout.input()
+                && output.iter().flatten().all(|&l| l == layout.output()),
+            "{} runs on {layout:?} activations, not {:?} to {output:?}",
+            layer.name(),
+            src.layout(),
+        );
+        let need = layer.workspace_len(threads);
         if self.scratch.len() < need {
             *self.scratch = grown(need);
         }
         // The scratch is not part of the arena, so it can be borrowed alongside.
         let mut scratch = std::mem::take(self.scratch);
         let workspace = &mut scratch[..need];
-        if residual == Some(dst) {
-            let (out, input, _) = self.io(src, dst, None);
-            layer
-                .conv()
-                .forward_in_place(input, out, relu, workspace, threads);
-        } else {
-            let (out, input, residual) = self.io(src, dst, residual);
-            layer
-                .conv()
-                .forward(input, out, residual, relu, workspace, threads);
+        let in_place = residual == Some(dst);
+        let n = self.n;
+        let (mut out, input, residual) = self.io(src, dst, residual.filter(|_| !in_place));
+        match layer.kernel() {
+            ConvKernel::Planar(conv) if in_place => {
+                conv.forward_in_place(input, out, relu, workspace, threads)
+            }
+            ConvKernel::Planar(conv) => {
+                conv.forward(input, out, residual, relu, workspace, threads)
+            }
+            ConvKernel::Blocked(conv) => {
+                let shortcut = match &residual {
+                    _ if in_place => Shortcut::InPlace,
+                    Some(r) => Shortcut::Add(flat(r), r.dim().1),
+                    None => Shortcut::None,
+                };
+                let out = out.as_slice_mut().expect("slots lie together");
+                conv.forward(flat(&input), n, out, shortcut, relu, workspace, threads);
+            }
         }
         *self.scratch = scratch;
-        let n = self.n;
         self.finish(start, || {
-            let conv = layer.conv().params();
+            let conv = layer.params();
             let (oh, ow) = conv.out_hw();
             format!(
-                "{}: {}x{}/{} {}->{} to {oh}x{ow} ({:?})",
+                "{}: {}x{}/{} {}->{} to {oh}x{ow} ({})",
                 layer.name(),
                 conv.kernel,
                 conv.kernel,
                 conv.stride,
                 conv.in_channels,
                 conv.out_channels,
-                layer.conv().strategy_for(n)
+                layer.strategy_for(n)
             )
         });
     }
@@ -383,6 +420,7 @@ impl Exec<'_> {
     /// `dst = relu?(bn(src))` for a batch norm that could not be folded.
     pub fn affine(&mut self, bn: &Affine, src: Src, dst: Slot, relu: bool) {
         let start = self.start();
+        planar_only("a batch norm", [src.layout(), dst.layout]);
         let (out, input, _) = self.io(src, dst, None);
         channel_affine(input, &bn.scale, &bn.shift, relu, out);
         self.finish(start, || {
@@ -390,11 +428,33 @@ impl Exec<'_> {
         });
     }
 
-    /// `dst = max_pool(src)`.
+    /// `dst = max_pool(src)`: NCHW to NCHW, or NCHW to blocked (the
+    /// stem's output into a blocked network).
+    ///
+    /// # Panics
+    /// If `src` is blocked.
     pub fn max_pool(&mut self, src: Src, dst: Slot, kernel: usize, stride: usize, padding: usize) {
         let start = self.start();
-        let (out, input, _) = self.io(src, dst, None);
-        max_pool2d(input, out, kernel, stride, padding);
+        let window = (kernel, stride, padding);
+        match (src.layout(), dst.layout) {
+            (Layout::Planar, Layout::Planar) => {
+                let (out, input, _) = self.io(src, dst, None);
+                max_pool2d(input, out, kernel, stride, padding);
+            }
+            (Layout::Planar, Layout::Blocked) => {
+                let threads = self.threads;
+                let need = max_pool2d_to_blocked_scratch(dst.shape[2], threads);
+                if self.scratch.len() < need {
+                    *self.scratch = grown(need);
+                }
+                let mut scratch = std::mem::take(self.scratch);
+                let (mut out, input, _) = self.io(src, dst, None);
+                let out = out.as_slice_mut().expect("slots lie together");
+                max_pool2d_to_blocked(input, out, window, &mut scratch[..need], threads);
+                *self.scratch = scratch;
+            }
+            (Layout::Blocked, _) => panic!("max pooling reads NCHW activations"),
+        }
         self.finish(start, || {
             let [c, h, w] = dst.shape;
             format!("max pool {kernel}x{kernel}/{stride} of {c} to {h}x{w}")
@@ -404,6 +464,7 @@ impl Exec<'_> {
     /// `dst = src[:, :, ::stride, ::stride]`, for a zero-padded shortcut.
     pub fn subsample(&mut self, src: Src, dst: Slot, stride: usize) {
         let start = self.start();
+        planar_only("a subsampled shortcut", [src.layout(), dst.layout]);
         let (out, input, _) = self.io(src, dst, None);
         subsample(input, stride, out);
         self.finish(start, || format!("zero-padded shortcut /{stride}"));
@@ -418,21 +479,62 @@ impl Exec<'_> {
         if self.scratch.len() < need {
             *self.scratch = grown(need);
         }
-        let input = match src {
-            Src::Input => self.input.view(),
-            Src::Arena(s) => view4(&self.arena[s.range(n)], n, s.shape),
-        };
-        avg_pool_linear(input, fc.weight.view(), fc.bias.view(), out, self.scratch);
+        let (weight, bias) = (fc.weight.view(), fc.bias.view());
+        match src {
+            Src::Input => avg_pool_linear(self.input.view(), weight, bias, out, self.scratch),
+            Src::Arena(s) => {
+                let x = &self.arena[s.range(n)];
+                let [c, h, w] = s.shape;
+                match s.layout {
+                    Layout::Planar => {
+                        avg_pool_linear(view4(x, n, s.shape), weight, bias, out, self.scratch)
+                    }
+                    Layout::Blocked => {
+                        avg_pool_linear_blocked(x, (n, c, h, w), weight, bias, out, self.scratch)
+                    }
+                }
+            }
+        }
         self.finish(start, || format!("average pool + fc {channels}->{classes}"));
     }
-    /// `out = src`, for a backbone's features.
+
+    /// `out = src`, for a backbone's features, in NCHW.
     pub fn copy_out(&mut self, src: Src, mut out: ArrayViewMut4<'_, f32>) {
         let start = self.start();
         let n = self.n;
         match src {
             Src::Input => out.assign(&self.input),
-            Src::Arena(s) => out.assign(&view4(&self.arena[s.range(n)], n, s.shape)),
+            Src::Arena(s) => {
+                let x = &self.arena[s.range(n)];
+                match s.layout {
+                    Layout::Planar => out.assign(&view4(x, n, s.shape)),
+                    Layout::Blocked => to_planar(x, out),
+                }
+            }
         }
         self.finish(start, || "features out".into());
+    }
+}
+
+/// A view's elements, which lie together (arena slots and inputs do).
+fn flat<'a>(view: &ArrayView4<'a, f32>) -> &'a [f32] {
+    view.to_slice().expect("slots lie together")
+}
+
+/// Panics unless every layout is NCHW, for a step that runs on no other.
+fn planar_only(step: &str, layouts: [Layout; 2]) {
+    assert!(
+        layouts.iter().all(|&l| l == Layout::Planar),
+        "{step} runs on NCHW activations, not {layouts:?}"
+    );
+}
+
+impl Src {
+    /// The layout of what it names: the model's input is NCHW.
+    fn layout(&self) -> Layout {
+        match self {
+            Src::Input => Layout::Planar,
+            Src::Arena(slot) => slot.layout,
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The layers a compiled model holds, after batch norm is folded: each loads
 //! from torchvision's names or starts from torchvision's random init.
 
+use crate::exec::Layout;
+use crate::kernels::blocked::BlockedLayer;
 use crate::kernels::elementwise::{fold_batch_norm_in_place, BN_EPS};
 use crate::kernels::{Conv2d, ConvParams};
 use crate::weights::{Weights, WeightsError};
@@ -94,15 +96,55 @@ impl BatchNorm {
 }
 
 /// A convolution, with the batch norm after it folded in if it has one,
-/// and its torchvision name (`layer1.0.conv1`).
+/// and its torchvision name (`layer1.0.conv1`), packed for the layout of
+/// the activations it runs on.
 #[derive(Clone, Debug)]
 pub struct ConvLayer {
     name: Box<str>,
-    conv: Conv2d,
+    kernel: ConvKernel,
+}
+
+/// The layouts a [`ConvLayer`] reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvLayout {
+    /// NCHW to NCHW.
+    Planar,
+    /// Blocked to blocked.
+    Blocked,
+    /// Blocked to NCHW: where a network leaves its blocked stages.
+    BlockedToPlanar,
+}
+
+impl ConvLayout {
+    /// The layout of the input.
+    pub fn input(self) -> Layout {
+        match self {
+            ConvLayout::Planar => Layout::Planar,
+            ConvLayout::Blocked | ConvLayout::BlockedToPlanar => Layout::Blocked,
+        }
+    }
+
+    /// The layout of the output, and of the residual it adds.
+    pub fn output(self) -> Layout {
+        match self {
+            ConvLayout::Planar | ConvLayout::BlockedToPlanar => Layout::Planar,
+            ConvLayout::Blocked => Layout::Blocked,
+        }
+    }
+}
+
+/// A [`ConvLayer`]'s packed convolution.
+#[derive(Clone, Debug)]
+pub(crate) enum ConvKernel {
+    /// On NCHW activations.
+    Planar(Conv2d),
+    /// On channel-blocked ones.
+    Blocked(BlockedLayer),
 }
 
 impl ConvLayer {
-    /// Loads `{conv}.weight` and, if `bn` is given, folds that batch norm into it.
+    /// Loads `{conv}.weight` and, if `bn` is given, folds that batch norm
+    /// into it; packs it to run on the layouts of `layout`.
     ///
     /// # Errors
     /// If a tensor is missing or mis-shaped.
@@ -111,6 +153,7 @@ impl ConvLayer {
         conv: &str,
         bn: Option<&str>,
         p: ConvParams,
+        layout: ConvLayout,
     ) -> Result<Self, WeightsError> {
         let shape = [p.out_channels, p.in_channels / p.groups, p.kernel, p.kernel];
         let weight = w
@@ -120,12 +163,18 @@ impl ConvLayer {
         let bn = bn
             .map(|name| BatchNorm::load(w, name, p.out_channels))
             .transpose()?;
-        Ok(Self::build(conv, p, weight, bn))
+        Ok(Self::build(conv, p, weight, bn, layout))
     }
 
     /// Convolution `name` with torchvision's init: Kaiming-normal weights
     /// (fan-out, ReLU gain) and an identity batch norm if it has one.
-    pub fn random(rng: &mut Rng, name: &str, p: ConvParams, with_bn: bool) -> Self {
+    pub fn random(
+        rng: &mut Rng,
+        name: &str,
+        p: ConvParams,
+        with_bn: bool,
+        layout: ConvLayout,
+    ) -> Self {
         let shape = (p.out_channels, p.in_channels / p.groups, p.kernel, p.kernel);
         let std = (2.0 / (p.out_channels * p.kernel * p.kernel) as f64).sqrt();
         let weight = Array4::from_shape_simple_fn(shape, || (rng.normal() * std) as f32);
@@ -134,10 +183,19 @@ impl ConvLayer {
             p,
             weight,
             with_bn.then(|| BatchNorm::identity(p.out_channels)),
+            layout,
         )
     }
 
-    fn build(name: &str, p: ConvParams, mut weight: Array4<f32>, bn: Option<BatchNorm>) -> Self {
+    /// # Panics
+    /// If `layout` is blocked and `p` cannot run blocked.
+    fn build(
+        name: &str,
+        p: ConvParams,
+        mut weight: Array4<f32>,
+        bn: Option<BatchNorm>,
+        layout: ConvLayout,
+    ) -> Self {
         let bias = bn.map(|bn| {
             fold_batch_norm_in_place(
                 weight.view_mut(),
@@ -148,10 +206,18 @@ impl ConvLayer {
                 BN_EPS,
             )
         });
-        let conv = Conv2d::from_weight(p, weight, bias.as_ref().map(|b| b.view()));
+        let bias = bias.as_ref().map(|b| b.view());
+        let kernel = match layout {
+            ConvLayout::Planar => ConvKernel::Planar(Conv2d::from_weight(p, weight, bias)),
+            ConvLayout::Blocked | ConvLayout::BlockedToPlanar => {
+                assert!(BlockedLayer::fits(&p), "{name} cannot run blocked: {p:?}");
+                let planar_out = layout == ConvLayout::BlockedToPlanar;
+                ConvKernel::Blocked(BlockedLayer::new(p, weight.view(), bias, planar_out))
+            }
+        };
         ConvLayer {
             name: name.into(),
-            conv,
+            kernel,
         }
     }
 
@@ -160,9 +226,46 @@ impl ConvLayer {
         &self.name
     }
 
+    /// The convolution's shape.
+    pub fn params(&self) -> &ConvParams {
+        match &self.kernel {
+            ConvKernel::Planar(c) => c.params(),
+            ConvKernel::Blocked(c) => c.params(),
+        }
+    }
+
+    /// The layouts it reads and writes.
+    pub fn layout(&self) -> ConvLayout {
+        match &self.kernel {
+            ConvKernel::Planar(_) => ConvLayout::Planar,
+            ConvKernel::Blocked(c) if c.planar_out() => ConvLayout::BlockedToPlanar,
+            ConvKernel::Blocked(_) => ConvLayout::Blocked,
+        }
+    }
+
     /// The packed convolution.
-    pub fn conv(&self) -> &Conv2d {
-        &self.conv
+    pub(crate) fn kernel(&self) -> &ConvKernel {
+        &self.kernel
+    }
+
+    /// Floats of scratch a pass of `n` images needs with `threads` threads.
+    pub fn workspace_len(&self, threads: usize) -> usize {
+        match &self.kernel {
+            ConvKernel::Planar(c) => c.workspace_len(threads),
+            ConvKernel::Blocked(c) => c.workspace_len(threads),
+        }
+    }
+
+    /// How it computes a batch of `n`, for profiles: `Pointwise`, or
+    /// `blocked Winograd4x4`.
+    pub fn strategy_for(&self, n: usize) -> String {
+        match &self.kernel {
+            ConvKernel::Planar(c) => format!("{:?}", c.strategy_for(n)),
+            ConvKernel::Blocked(c) if c.planar_out() => {
+                format!("blocked {:?} to NCHW", c.strategy())
+            }
+            ConvKernel::Blocked(c) => format!("blocked {:?}", c.strategy()),
+        }
     }
 }
 
@@ -281,12 +384,18 @@ impl<'a> Loader<'a> {
     }
 
     /// [`ConvLayer::load`].
-    pub fn conv(&mut self, conv: &str, bn: Option<&str>, p: ConvParams) -> ConvLayer {
+    pub fn conv(
+        &mut self,
+        conv: &str,
+        bn: Option<&str>,
+        p: ConvParams,
+        layout: ConvLayout,
+    ) -> ConvLayer {
         self.record(
-            |w| ConvLayer::load(w, conv, bn, p),
+            |w| ConvLayer::load(w, conv, bn, p, layout),
             || ConvLayer {
                 name: conv.into(),
-                conv: Conv2d::unloaded(p),
+                kernel: ConvKernel::Planar(Conv2d::unloaded(p)),
             },
         )
     }

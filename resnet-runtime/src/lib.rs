@@ -46,10 +46,10 @@ pub use resnet_macros::resnet;
 /// Paths the generated code uses; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::exec::{Exec, Slot, Src, Workspace};
+    pub use crate::exec::{Exec, Layout, Slot, Src, Workspace};
     pub use crate::info::{BlockInfo, BlockKind, LayerInfo, Shortcut};
     pub use crate::kernels::ConvParams;
-    pub use crate::layers::{Affine, ConvLayer, Linear, Loader, Rng};
+    pub use crate::layers::{Affine, ConvLayer, ConvLayout, Linear, Loader, Rng};
     pub use crate::tensor::{Batch, Logits};
     pub use crate::weights::{Weights, WeightsError};
     pub use ::core;

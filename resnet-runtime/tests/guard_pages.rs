@@ -10,10 +10,14 @@
 #![cfg(unix)]
 
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
-use resnet_runtime::kernels::blocked::BlockedConv;
-use resnet_runtime::kernels::pool::{avg_pool_linear, avg_pool_linear_scratch, max_pool2d};
+use resnet_runtime::kernels::blocked::{BlockedConv, BlockedLayer};
+use resnet_runtime::kernels::pool::{
+    avg_pool_linear, avg_pool_linear_blocked, avg_pool_linear_scratch, max_pool2d,
+    max_pool2d_to_blocked, max_pool2d_to_blocked_scratch,
+};
 use resnet_runtime::kernels::{
     gemm, workspace_len, Conv2d, ConvParams, ConvStrategy, Epilogue, Isa, PackedWeights, Residual,
+    Shortcut,
 };
 
 /// Which end of its pages a buffer lies against.
@@ -400,6 +404,118 @@ fn pooling_and_the_head_stay_inside_their_tensors() {
                 "head {:?}, flush {flush:?}",
                 (n, c, h, w)
             );
+        }
+    }
+}
+
+/// The layers of a network's blocked stages: Winograd F(4x4) and F(2x2)
+/// with partial last tiles, the direct kernels over a padded copy, and a
+/// layer writing NCHW; input, output, residual and workspace each against
+/// a guard page.
+#[test]
+fn blocked_layers_stay_inside_their_tensors() {
+    let same = ConvParams::same;
+    let cases = [
+        (same((16, 32), 3, 1, (29, 30)), false),
+        (same((32, 16), 3, 1, (9, 13)), false),
+        (same((16, 48), 3, 2, (13, 15)), false),
+        (same((32, 16), 1, 2, (14, 14)), true),
+        (same((16, 16), 3, 2, (28, 28)), true),
+    ];
+    for isa in Isa::supported() {
+        for (p, planar_out) in cases {
+            let (batch, (oh, ow), k) = (2, p.out_hw(), p.kernel);
+            let weight = Array4::from_shape_vec(
+                (p.out_channels, p.in_channels, k, k),
+                values(p.out_channels * p.in_channels * k * k, 12),
+            )
+            .unwrap();
+            let bias = Array1::from_vec(values(p.out_channels, 13));
+            let layer =
+                BlockedLayer::with_isa(isa, p, weight.view(), Some(bias.view()), planar_out);
+            let x = values(batch * p.in_channels * p.in_h * p.in_w, 14);
+            let res = values(batch * p.out_channels * oh * ow, 15);
+            for threads in [1, 2] {
+                let len = layer.workspace_len(threads);
+                let mut want = vec![f32::NAN; res.len()];
+                let shortcut = Shortcut::Add(&res, p.out_channels);
+                layer.forward(
+                    &x,
+                    batch,
+                    &mut want,
+                    shortcut,
+                    true,
+                    &mut vec![0.0; len],
+                    threads,
+                );
+                for flush in [Flush::Start, Flush::End] {
+                    let (gx, gres) = (Guarded::new(&x, flush), Guarded::new(&res, flush));
+                    let mut gout = Guarded::new(&vec![f32::NAN; res.len()], flush);
+                    let mut gwork = Guarded::zeros(len, flush);
+                    let shortcut = Shortcut::Add(gres.slice(), p.out_channels);
+                    layer.forward(
+                        gx.slice(),
+                        batch,
+                        gout.slice_mut(),
+                        shortcut,
+                        true,
+                        gwork.slice_mut(),
+                        threads,
+                    );
+                    let what = format!("{isa:?} {p:?}, {threads} threads, flush {flush:?}");
+                    assert_eq!(bits(gout.slice()), bits(&want), "{what}");
+                }
+            }
+        }
+    }
+}
+
+/// The pool into a blocked network and the head on one.
+#[test]
+fn blocked_pooling_and_head_stay_inside_their_tensors() {
+    for (n, c, h, w) in [(2, 16, 17, 35), (1, 32, 112, 112)] {
+        let x = values(n * c * h * w, 16);
+        let (oh, ow) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+        let scratch_len = max_pool2d_to_blocked_scratch(ow, 2);
+        let pool = |x: ArrayView4<f32>, out: &mut [f32], scratch: &mut [f32]| {
+            max_pool2d_to_blocked(x, out, (3, 2, 1), scratch, 2)
+        };
+        let mut want = vec![f32::NAN; n * c * oh * ow];
+        let x4 = ArrayView4::from_shape((n, c, h, w), &x).unwrap();
+        pool(x4, &mut want, &mut vec![0.0; scratch_len]);
+        let classes = 11;
+        let (weight, bias) = (
+            values(classes * c, 17),
+            Array1::from_vec(values(classes, 18)),
+        );
+        let head = |x: &[f32], out: &mut [f32], scratch: &mut [f32]| {
+            avg_pool_linear_blocked(
+                x,
+                (n, c, oh, ow),
+                ArrayView2::from_shape((classes, c), &weight).unwrap(),
+                bias.view(),
+                ArrayViewMut2::from_shape((n, classes), out).unwrap(),
+                scratch,
+            )
+        };
+        let head_scratch = avg_pool_linear_scratch(n, c, classes);
+        let mut want_logits = vec![f32::NAN; n * classes];
+        head(&want, &mut want_logits, &mut vec![0.0; head_scratch]);
+        for flush in [Flush::Start, Flush::End] {
+            let gx = Guarded::new(&x, flush);
+            let mut gout = Guarded::new(&vec![f32::NAN; want.len()], flush);
+            let mut gscratch = Guarded::zeros(scratch_len, flush);
+            pool(
+                gx.view4((n, c, h, w)),
+                gout.slice_mut(),
+                gscratch.slice_mut(),
+            );
+            let what = format!("{:?}, flush {flush:?}", (n, c, h, w));
+            assert_eq!(bits(gout.slice()), bits(&want), "pool {what}");
+            let mut glogits = Guarded::new(&vec![f32::NAN; n * classes], flush);
+            let mut gscratch = Guarded::zeros(head_scratch, flush);
+            head(gout.slice(), glogits.slice_mut(), gscratch.slice_mut());
+            assert_eq!(bits(glogits.slice()), bits(&want_logits), "head {what}");
         }
     }
 }

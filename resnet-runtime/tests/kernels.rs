@@ -3,11 +3,17 @@
 //! instruction set this CPU supports; and 1 thread against 2, bit for bit.
 
 use ndarray::{s, Array, Array1, Array2, Array4, ArrayView2, ArrayView4, Dimension, ShapeBuilder};
-use resnet_runtime::kernels::blocked::{to_blocked, to_planar, BlockedConv};
+use resnet_runtime::kernels::blocked::{
+    to_blocked, to_planar, BlockedConv, BlockedLayer, BlockedStrategy,
+};
 use resnet_runtime::kernels::elementwise::{channel_affine, fold_batch_norm, subsample, BN_EPS};
-use resnet_runtime::kernels::pool::{avg_pool_linear, avg_pool_linear_scratch, max_pool2d};
+use resnet_runtime::kernels::pool::{
+    avg_pool_linear, avg_pool_linear_blocked, avg_pool_linear_scratch, max_pool2d,
+    max_pool2d_to_blocked, max_pool2d_to_blocked_scratch,
+};
 use resnet_runtime::kernels::{
     gemm, workspace_len, Conv2d, ConvParams, ConvStrategy, Epilogue, Isa, PackedWeights, Residual,
+    Shortcut,
 };
 
 /// The runtime's seeded generator, with what these tests draw from it.
@@ -253,13 +259,12 @@ fn reference_epilogue(
 /// Checks `run(Isa::Portable, 1)` against the f64 reference, then every
 /// instruction set on 1 to 3 threads against it bit for bit.
 fn assert_portable_close_and_others_equal(
-    want: &Array4<f64>,
-    scale: &Array4<f64>,
+    (want, scale, tol): (&Array4<f64>, &Array4<f64>, f64),
     what: &str,
     run: impl Fn(Isa, usize) -> Array4<f32>,
 ) {
     let portable = run(Isa::Portable, 1);
-    assert_close(&portable, want, scale, 1e-6, what);
+    assert_close(&portable, want, scale, tol, what);
     for isa in Isa::supported() {
         for threads in 1..=3 {
             let out = run(isa, threads);
@@ -786,7 +791,7 @@ fn blocked_pointwise_matches_f64_reference_and_the_portable_kernel_bit_for_bit()
             planar
         };
         let what = format!("{p:?} batch {batch}");
-        assert_portable_close_and_others_equal(&want, &scale, &what, run);
+        assert_portable_close_and_others_equal((&want, &scale, 1e-6), &what, run);
     }
 }
 
@@ -843,6 +848,197 @@ fn blocked_convolutions_on_nchw_agree_bit_for_bit_across_isas() {
             out
         };
         let what = format!("{p:?} batch {batch}, residual of {res_channels}");
-        assert_portable_close_and_others_equal(&want, &scale, &what, run);
+        assert_portable_close_and_others_equal((&want, &scale, 1e-6), &what, run);
+    }
+}
+
+/// The layers of a network's blocked stages (`BlockedLayer`: Winograd
+/// F(2x2) and F(4x4) with whole-vector transforms, and the direct kernels
+/// over a zero-padded copy of a blocked input, writing blocked or NCHW
+/// output) against the f64 reference, and every instruction set and
+/// thread count bit for bit against the portable kernels. Shapes: odd
+/// sizes whose last tiles are partial, a batch's last block of tiles
+/// short, and residuals added from another tensor or in place.
+#[test]
+fn blocked_layers_match_f64_reference_and_agree_bit_for_bit() {
+    let mut rng = Rng::seeded(11);
+    for case in 0..24 {
+        let (kernel, stride, padding) = [
+            (3, 1, 1),
+            (3, 1, 1),
+            (3, 2, 1),
+            (1, 2, 0),
+            (1, 1, 0),
+            (7, 2, 3),
+        ][case % 6];
+        // Winograd picks F(4x4) from outputs of 28 a side, F(2x2) from 8.
+        let side = match case % 4 {
+            0 => rng.int(28, 33),
+            1 => rng.int(8, 27),
+            _ => rng.int(kernel, 12),
+        };
+        let p = ConvParams {
+            in_channels: 16 * rng.int(1, 3),
+            out_channels: 16 * rng.int(1, 3),
+            kernel,
+            stride,
+            padding,
+            groups: 1,
+            in_h: side,
+            in_w: side + rng.int(0, 5),
+        };
+        let planar_out = case % 5 == 2;
+        let shortcut = case % 3; // 0: none, 1: another tensor, 2: in place
+        let batch = rng.int(1, 3);
+        let (oh, ow) = p.out_hw();
+        let x = rng.array((batch, p.in_channels, p.in_h, p.in_w));
+        let w = rng.array((p.out_channels, p.in_channels, kernel, kernel));
+        let bias: Array1<f32> = rng.array(p.out_channels);
+        let residual = match shortcut {
+            0 => Array4::zeros((batch, 0, oh, ow)),
+            _ => rng.array((batch, p.out_channels, oh, ow)),
+        };
+        let relu = case % 2 == 0;
+        let (want, scale) = reference_epilogue(
+            &p,
+            x.view(),
+            w.view(),
+            bias.as_slice().unwrap(),
+            residual.view(),
+            relu,
+        );
+        let bx = {
+            let mut out = vec![0.0; x.len()];
+            to_blocked(x.view(), &mut out);
+            out
+        };
+        // The residual as the output is laid out.
+        let res = match (shortcut, planar_out) {
+            (0, _) => Vec::new(),
+            (_, true) => residual.iter().copied().collect(),
+            (_, false) => {
+                let mut out = vec![0.0; residual.len()];
+                to_blocked(residual.view(), &mut out);
+                out
+            }
+        };
+        let layer = BlockedLayer::new(p, w.view(), Some(bias.view()), planar_out);
+        let what = format!(
+            "{p:?} batch {batch}, {:?}, shortcut {shortcut}, planar {planar_out}",
+            layer.strategy()
+        );
+        let run = |isa, threads| {
+            let layer = BlockedLayer::with_isa(isa, p, w.view(), Some(bias.view()), planar_out);
+            let mut out = match shortcut {
+                2 => res.clone(),
+                _ => vec![f32::NAN; batch * p.out_channels * oh * ow],
+            };
+            let shortcut = match shortcut {
+                0 => Shortcut::None,
+                1 => Shortcut::Add(&res, p.out_channels),
+                _ => Shortcut::InPlace,
+            };
+            let mut workspace = vec![f32::NAN; layer.workspace_len(threads)];
+            layer.forward(
+                &bx,
+                batch,
+                &mut out,
+                shortcut,
+                relu,
+                &mut workspace,
+                threads,
+            );
+            if planar_out {
+                Array4::from_shape_vec((batch, p.out_channels, oh, ow), out).unwrap()
+            } else {
+                let mut planar = Array4::from_elem((batch, p.out_channels, oh, ow), f32::NAN);
+                to_planar(&out, planar.view_mut());
+                planar
+            }
+        };
+        // Winograd spreads a tile's roundings over its outputs (see the
+        // NCHW Winograd test): its error is held to the largest scale.
+        let (tol, scale) = match layer.strategy() {
+            BlockedStrategy::Direct => (1e-6, scale),
+            _ => {
+                let largest = scale.iter().cloned().fold(0.0, f64::max);
+                (1e-5, scale.mapv(|_| largest))
+            }
+        };
+        assert_portable_close_and_others_equal((&want, &scale, tol), &what, run);
+    }
+}
+
+/// The stem's pool into a blocked network gives the NCHW pool's bits,
+/// interleaved, on every thread count.
+#[test]
+fn max_pool_to_blocked_is_the_pool_then_the_blocking() {
+    let mut rng = Rng::seeded(12);
+    for ((n, c, h, w), k, stride, pad) in [
+        ((2, 32, 112, 112), 3, 2, 1),
+        ((1, 16, 9, 13), 3, 2, 1),
+        ((3, 48, 7, 5), 2, 2, 0),
+        ((1, 16, 5, 40), 3, 1, 1),
+    ] {
+        let x = rng.array((n, c, h, w));
+        let (oh, ow) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        let mut planar = Array4::zeros((n, c, oh, ow));
+        max_pool2d(x.view(), planar.view_mut(), k, stride, pad);
+        let mut want = vec![0.0; planar.len()];
+        to_blocked(planar.view(), &mut want);
+        for threads in 1..=3 {
+            let mut got = vec![f32::NAN; want.len()];
+            let mut scratch = vec![f32::NAN; max_pool2d_to_blocked_scratch(ow, threads)];
+            max_pool2d_to_blocked(x.view(), &mut got, (k, stride, pad), &mut scratch, threads);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{:?} k{k} s{stride} p{pad}, {threads} threads",
+                (n, c, h, w)
+            );
+        }
+    }
+}
+
+/// The head on a blocked input matches the NCHW head.
+#[test]
+fn pooled_classifier_on_blocked_input_matches_the_nchw_one() {
+    let mut rng = Rng::seeded(13);
+    for (n, c, h, w, k) in [(1, 16, 7, 7, 10), (3, 48, 5, 3, 151), (8, 64, 1, 1, 7)] {
+        let x = rng.array((n, c, h, w));
+        let (weight, bias) = (rng.array((k, c)), rng.array(k));
+        let mut scratch = vec![0.0; avg_pool_linear_scratch(n, c, k)];
+        let mut want = Array2::zeros((n, k));
+        avg_pool_linear(
+            x.view(),
+            weight.view(),
+            bias.view(),
+            want.view_mut(),
+            &mut scratch,
+        );
+        let mut bx = vec![0.0; x.len()];
+        to_blocked(x.view(), &mut bx);
+        let mut got = Array2::zeros((n, k));
+        avg_pool_linear_blocked(
+            &bx,
+            (n, c, h, w),
+            weight.view(),
+            bias.view(),
+            got.view_mut(),
+            &mut scratch,
+        );
+        for ((at, &g), &v) in got.indexed_iter().zip(&want) {
+            assert!(
+                (g - v).abs() <= 1e-5 * (1.0 + v.abs()),
+                "{:?} at {at:?}: {g} vs {v}",
+                (n, c, h, w)
+            );
+        }
     }
 }

@@ -24,11 +24,21 @@
 //! buffer and stores each tile's outputs back into NCHW rows, which is
 //! [`ConvStrategy::Blocked`](super::ConvStrategy::Blocked): for the strided
 //! 3x3 layers that copy costs less than packing their patches did.
+//!
+//! A network whose early stages run blocked (the compiler's
+//! `passes::layouts` decides) holds a [`BlockedLayer`] per convolution
+//! there: these kernels, on a zero-padded copy where the layer pads, or
+//! [`winograd::BlockedWinograd`] for its 3x3 stride-1 layers.
 
 use super::conv::{bias_or_zeros, ConvParams, Shortcut};
 use super::gemm::{Isa, SendPtr};
 use super::parallel::on_each;
 use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
+
+mod layer;
+pub mod winograd;
+
+pub use layer::{BlockedLayer, BlockedStrategy};
 
 /// Channels per block.
 pub const BLOCK: usize = 16;
@@ -257,6 +267,48 @@ impl BlockedConv {
         self.run(&plan, n, x, out, shortcut, relu, threads);
     }
 
+    /// As [`BlockedConv::forward`], for a convolution that may pad its
+    /// input, and with the output (and its residual) blocked or, with
+    /// `planar_out`, NCHW: a padded input is first copied, image by image
+    /// and zero-padded, into `workspace` ([`BlockedConv::workspace_len`]);
+    /// with [`Shortcut::InPlace`] the residual is what `out` holds on
+    /// entry. Allocates nothing.
+    ///
+    /// # Panics
+    /// If a slice's length does not match `n` images of its shape, a
+    /// residual has fewer channels than the output, or `workspace` is too
+    /// short.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_blocked(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        shortcut: Shortcut,
+        (relu, planar_out): (bool, bool),
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        let p = &self.params;
+        let image_len = p.in_channels * p.in_h * p.in_w;
+        assert_eq!(x.len(), n * image_len, "input of {n} images of {p:?}");
+        if let Shortcut::Add(r, channels) = shortcut {
+            assert_eq!(channels, p.out_channels, "a residual of every channel");
+            assert_eq!(r.len(), out.len(), "residual of {n} images of {p:?}");
+        }
+        if p.padding == 0 {
+            let plan = self.plan((p.in_h, p.in_w), planar_out);
+            assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
+            self.run(&plan, n, x, out, shortcut, relu, threads);
+            return;
+        }
+        let padded = (p.in_h + 2 * p.padding, p.in_w + 2 * p.padding);
+        let plan = self.plan(padded, planar_out);
+        assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
+        let io = (x, out, shortcut, plan.out_len);
+        self.run_padded(Source::Blocked, &plan, io, relu, workspace, threads);
+    }
+
     /// `out = relu?(conv(x) + bias + shortcut)` for `n` images, `x`, `out`
     /// and the shortcut's residual in NCHW (as
     /// [`Conv2d::forward`](super::Conv2d::forward), whose residual may have
@@ -293,6 +345,25 @@ impl BlockedConv {
             }
             Shortcut::None | Shortcut::InPlace => 0,
         };
+        let io = (x, out, shortcut, res_len);
+        self.run_padded(Source::Planar, &plan, io, relu, workspace, threads);
+    }
+
+    /// Runs `plan` image by image, each first copied, zero-padded and
+    /// blocked, into `workspace`: `(x, out, shortcut, residual_len)`, the
+    /// input in `source`'s layout, the output as `plan` writes it, and the
+    /// residual of `residual_len` floats an image.
+    fn run_padded(
+        &self,
+        source: Source,
+        plan: &Plan,
+        (x, out, shortcut, residual_len): (&[f32], &mut [f32], Shortcut, usize),
+        relu: bool,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        let p = &self.params;
+        let image_len = p.in_channels * p.in_h * p.in_w;
         let start = workspace.as_ptr().align_offset(64).min(BLOCK);
         let copy = &mut workspace[start..start + plan.in_len];
         for (image, (x, out)) in x
@@ -300,22 +371,23 @@ impl BlockedConv {
             .zip(out.chunks_exact_mut(plan.out_len))
             .enumerate()
         {
-            self.pad_blocked(x, copy, threads);
+            self.pad(source, x, copy, threads);
             let shortcut = match shortcut {
                 Shortcut::Add(r, channels) => {
-                    Shortcut::Add(&r[image * res_len..][..res_len], channels)
+                    Shortcut::Add(&r[image * residual_len..][..residual_len], channels)
                 }
                 other => other,
             };
-            self.run(&plan, 1, copy, out, shortcut, relu, threads);
+            self.run(plan, 1, copy, out, shortcut, relu, threads);
         }
     }
 
-    /// Copies one NCHW image into `copy`, zero-padded and blocked.
-    fn pad_blocked(&self, x: &[f32], copy: &mut [f32], threads: usize) {
+    /// Copies one image, NCHW or blocked as `source` says, into `copy`,
+    /// zero-padded and blocked.
+    fn pad(&self, source: Source, x: &[f32], copy: &mut [f32], threads: usize) {
         let p = &self.params;
-        let (w, pad) = (p.in_w, p.padding);
-        let (hp, wp) = (p.in_h + 2 * pad, p.in_w + 2 * pad);
+        let (h, w, pad) = (p.in_h, p.in_w, p.padding);
+        let (hp, wp) = (h + 2 * pad, w + 2 * pad);
         let blocks = p.in_channels / BLOCK;
         let threads = threads.clamp(1, blocks);
         let copy = SendPtr(copy.as_mut_ptr());
@@ -330,20 +402,21 @@ impl BlockedConv {
                     )
                 };
                 for (y, row) in plane.chunks_exact_mut(wp * BLOCK).enumerate() {
-                    let Some(y) = (y >= pad && y < pad + p.in_h).then(|| y - pad) else {
+                    let Some(y) = (y >= pad && y < pad + h).then(|| y - pad) else {
                         row.fill(0.0);
                         continue;
                     };
                     row[..pad * BLOCK].fill(0.0);
                     row[(pad + w) * BLOCK..].fill(0.0);
-                    let first = (block * BLOCK * p.in_h + y) * w;
-                    gather_row(
-                        self.isa,
-                        x,
-                        first,
-                        p.in_h * w,
-                        &mut row[pad * BLOCK..(pad + w) * BLOCK],
-                    );
+                    let inside = &mut row[pad * BLOCK..(pad + w) * BLOCK];
+                    match source {
+                        Source::Planar => {
+                            gather_row(self.isa, x, (block * BLOCK * h + y) * w, h * w, inside)
+                        }
+                        Source::Blocked => {
+                            inside.copy_from_slice(&x[(block * h + y) * w * BLOCK..][..w * BLOCK])
+                        }
+                    }
                 }
             }
         });
@@ -367,9 +440,13 @@ impl BlockedConv {
     ) {
         let p = &self.params;
         let (tiles, panels) = (n * plan.tiles, p.out_channels.div_ceil(self.panel));
-        // Enough tiles to share: each thread takes a run of them, all panels.
-        // Otherwise (a 7x7 image at batch 1) each takes a run of panels.
-        let by_tiles = tiles >= 2 * threads;
+        // Threads that share the tiles each read all the weights; threads
+        // that share the panels each read all the input. So tiles, where
+        // there are enough to share and the weights are the smaller (ResNet
+        // at batch 8, and its wide images at batch 1); else panels (its
+        // deep 14x14 and 7x7 layers at batch 1: 1 to 8 MB of weights for
+        // 0.1 to 0.8 MB of input).
+        let by_tiles = tiles >= 2 * threads && self.weights.len() <= n * plan.in_len;
         let threads = threads.clamp(1, if by_tiles { tiles } else { panels });
         // Each panel of weights is swept over a chunk of tiles before the
         // next: all of a thread's tiles when threads split the panels, else
@@ -480,6 +557,13 @@ impl BlockedConv {
             }
         }
     }
+}
+
+/// The layout of an image [`BlockedConv::pad`] copies.
+#[derive(Clone, Copy)]
+enum Source {
+    Planar,
+    Blocked,
 }
 
 /// What every tile of one call shares.
@@ -662,7 +746,7 @@ impl Tile {
 
 /// Copies 16 channels of one row of an NCHW image into a blocked row:
 /// `out[x * 16 + lane] = image[first + lane * plane + x]`.
-fn gather_row(isa: Isa, image: &[f32], first: usize, plane: usize, out: &mut [f32]) {
+pub(crate) fn gather_row(isa: Isa, image: &[f32], first: usize, plane: usize, out: &mut [f32]) {
     let w = out.len() / BLOCK;
     assert!(first + 15 * plane + w <= image.len(), "a row of the image");
     match isa {
@@ -835,7 +919,7 @@ mod x86 {
                 }
             }
             // SAFETY: the tile's output holds its pixels (the caller's contract).
-            unsafe { t.store_planar(&y, V * 16, panel.relu) };
+            unsafe { store_planar(t, &y, V * 16, panel.relu) };
             return;
         }
         for v in 0..V {
@@ -854,6 +938,44 @@ mod x86 {
                     }
                     _mm512_storeu_ps(t.out.add(at), y);
                 }
+            }
+        }
+    }
+
+    /// [`Tile::store_planar`] on AVX-512, to the same bits: each channel's
+    /// `PX` sums gathered from `y`, then one masked load of its residual
+    /// and one masked store, the tile's pixels lying together in NCHW rows.
+    ///
+    /// # Safety
+    /// As [`Tile::store_planar`]; `PX <= 16`; the CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_planar<const PX: usize>(
+        t: &Tile,
+        y: &[[f32; 32]; PX],
+        width: usize,
+        relu: bool,
+    ) {
+        let mask: __mmask16 = ((1u32 << PX) - 1) as __mmask16;
+        let rows = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32(32),
+        );
+        let zero = _mm512_setzero_ps();
+        for o in 0..width {
+            let at = t.at(o, 0);
+            // SAFETY: `y` holds `PX` rows of 32 (the mask keeps to them);
+            // channel `o`'s `PX` outputs (and residuals) lie together from
+            // `at` (the caller's contract).
+            unsafe {
+                let base = y.as_ptr().cast::<f32>().add(o);
+                let mut v = _mm512_mask_i32gather_ps::<4>(zero, mask, rows, base.cast());
+                if o < t.residual_rows {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, t.residual.add(at)));
+                }
+                if relu {
+                    v = _mm512_max_ps(v, zero);
+                }
+                _mm512_mask_storeu_ps(t.out.add(at), mask, v);
             }
         }
     }

@@ -191,12 +191,12 @@ impl ConvStrategy {
 
 /// What a convolution adds to its output before the clamp.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Shortcut<'a> {
+pub enum Shortcut<'a> {
     /// Nothing.
     None,
-    /// A residual laid out as the output, `[N, R, OH, OW]`, with its
-    /// channel count `R` (channels from `R` on add nothing: the paper's
-    /// zero-padded shortcut).
+    /// A residual laid out as the output (`[N, R, OH, OW]` in NCHW), with
+    /// its channel count `R` (channels from `R` on add nothing: the paper's
+    /// zero-padded shortcut; a blocked residual has every channel).
     Add(&'a [f32], usize),
     /// The output itself, which holds the residual when the convolution
     /// starts.

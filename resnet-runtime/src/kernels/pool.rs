@@ -1,8 +1,8 @@
 //! Pooling and the classifier head.
 
 use super::elementwise::zip_strided;
-use super::gemm::Isa;
-use super::parallel::join_awake;
+use super::gemm::{Isa, SendPtr};
+use super::parallel::{join_awake, on_each};
 use ndarray::{
     ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis,
 };
@@ -33,52 +33,93 @@ fn max_pool2d_on(
     isa: Isa,
     x: ArrayView4<f32>,
     mut out: ArrayViewMut4<f32>,
-    (kernel, stride, padding): (usize, usize, usize),
+    window: (usize, usize, usize),
 ) {
     let (n, c, h, w) = x.dim();
-    assert!(
-        kernel > padding && stride > 0 && h + 2 * padding >= kernel && w + 2 * padding >= kernel
-    );
-    let (oh, ow) = (
-        (h + 2 * padding - kernel) / stride + 1,
-        (w + 2 * padding - kernel) / stride + 1,
-    );
+    let pool = MaxPool::new(isa, (h, w), window);
     assert_eq!(
         out.dim(),
-        (n, c, oh, ow),
+        (n, c, pool.out_hw.0, pool.out_w),
         "max pool output for input {:?}",
         x.dim()
     );
     let x = x.to_slice().expect("input in standard layout");
-    // The columns whose windows lie wholly inside the row go by chunks, the
-    // rest window by window.
-    let lo = padding.div_ceil(stride).min(ow);
-    let hi = (w + padding)
-        .checked_sub(kernel)
-        .map_or(lo, |last| (last / stride + 1).clamp(lo, ow));
-    let (inside, per_chunk) = match (ROW_CHUNK.checked_sub(kernel), hi > lo) {
-        (Some(room), true) => (lo..hi, room / stride + 1),
-        _ => (0..0, 1),
-    };
-    let pool = MaxPool {
-        kernel,
-        stride,
-        padding,
-        in_hw: (h, w),
-        out_w: ow,
-        inside,
-        per_chunk,
-        // ResNet's pool, 3x3 with stride 2, has a kernel of its own.
-        avx512: kernel == 3 && stride == 2 && padding <= 1 && isa == Isa::Avx512,
-    };
     let threads = rayon::current_num_threads();
     for (image, out) in x.chunks_exact(c * h * w).zip(out.outer_iter_mut()) {
         pool.bands(image, out, 0, threads);
     }
 }
 
+/// [`max_pool2d`] from NCHW `x` into channel-blocked `out`
+/// (`[N][C / 16][OH][OW][16]`, see [`super::blocked`]), the same bits:
+/// each output row of 16 channels is pooled channel by channel into
+/// `scratch`, then interleaved into the blocked row. Threads take even
+/// shares of the rows; `scratch` holds [`max_pool2d_to_blocked_scratch`]
+/// floats.
+///
+/// # Panics
+/// As [`max_pool2d`]; or if `C` is not a multiple of 16, `out` does not
+/// hold the output, or the scratch is short.
+pub fn max_pool2d_to_blocked(
+    x: ArrayView4<f32>,
+    out: &mut [f32],
+    (kernel, stride, padding): (usize, usize, usize),
+    scratch: &mut [f32],
+    threads: usize,
+) {
+    use super::blocked::{gather_row, BLOCK};
+    let isa = Isa::best();
+    let (n, c, h, w) = x.dim();
+    assert!(
+        c % BLOCK == 0,
+        "{c} channels do not split into blocks of {BLOCK}"
+    );
+    let pool = MaxPool::new(isa, (h, w), (kernel, stride, padding));
+    let (oh, ow) = (pool.out_hw.0, pool.out_w);
+    assert_eq!(
+        out.len(),
+        n * c * oh * ow,
+        "max pool output for input {:?}",
+        x.dim()
+    );
+    let threads = threads.clamp(1, n * c / BLOCK * oh);
+    let per_thread = BLOCK * ow;
+    assert!(scratch.len() >= threads * per_thread, "max pool scratch");
+    let x = x.to_slice().expect("input in standard layout");
+    let rows = n * c / BLOCK * oh;
+    let out = SendPtr(out.as_mut_ptr());
+    let scratch = SendPtr(scratch.as_mut_ptr());
+    on_each(threads, |t| {
+        // SAFETY: each thread has its own `per_thread` floats of scratch.
+        let lanes =
+            unsafe { std::slice::from_raw_parts_mut(scratch.add(t * per_thread).0, per_thread) };
+        let mut column_max = [0f32; ROW_CHUNK];
+        for row in t * rows / threads..(t + 1) * rows / threads {
+            // Output row `oy` of channel block `block` (counted over the batch).
+            let (block, oy) = (row / oh, row % oh);
+            for (lane, pooled) in lanes.chunks_exact_mut(ow).enumerate() {
+                let plane = &x[(block * BLOCK + lane) * h * w..][..h * w];
+                pool.row(plane, oy, pooled, &mut column_max);
+            }
+            // SAFETY: output row `row` of the blocked output, `ow` pixels of
+            // 16 channels, is this thread's alone.
+            let to =
+                unsafe { std::slice::from_raw_parts_mut(out.add(row * per_thread).0, per_thread) };
+            gather_row(isa, lanes, 0, ow, to);
+        }
+    });
+}
+
+/// Floats of scratch [`max_pool2d_to_blocked`] needs with `threads`
+/// threads for output rows `out_w` wide.
+pub fn max_pool2d_to_blocked_scratch(out_w: usize, threads: usize) -> usize {
+    threads.max(1) * 16 * out_w
+}
+
 /// One max pool's shape, and how its rows are computed.
 struct MaxPool {
+    /// Output rows and columns.
+    out_hw: (usize, usize),
     kernel: usize,
     stride: usize,
     padding: usize,
@@ -94,6 +135,46 @@ struct MaxPool {
 }
 
 impl MaxPool {
+    /// The pool of `(kernel, stride, padding)` windows over `(h, w)` planes.
+    fn new(
+        isa: Isa,
+        (h, w): (usize, usize),
+        (kernel, stride, padding): (usize, usize, usize),
+    ) -> Self {
+        assert!(
+            kernel > padding
+                && stride > 0
+                && h + 2 * padding >= kernel
+                && w + 2 * padding >= kernel
+        );
+        let (oh, ow) = (
+            (h + 2 * padding - kernel) / stride + 1,
+            (w + 2 * padding - kernel) / stride + 1,
+        );
+        // The columns whose windows lie wholly inside the row go by chunks, the
+        // rest window by window.
+        let lo = padding.div_ceil(stride).min(ow);
+        let hi = (w + padding)
+            .checked_sub(kernel)
+            .map_or(lo, |last| (last / stride + 1).clamp(lo, ow));
+        let (inside, per_chunk) = match (ROW_CHUNK.checked_sub(kernel), hi > lo) {
+            (Some(room), true) => (lo..hi, room / stride + 1),
+            _ => (0..0, 1),
+        };
+        MaxPool {
+            out_hw: (oh, ow),
+            kernel,
+            stride,
+            padding,
+            in_hw: (h, w),
+            out_w: ow,
+            inside,
+            per_chunk,
+            // ResNet's pool, 3x3 with stride 2, has a kernel of its own.
+            avx512: kernel == 3 && stride == 2 && padding <= 1 && isa == Isa::Avx512,
+        }
+    }
+
     /// The part of window `o` inside `0..len`.
     fn window(&self, o: usize, len: usize) -> Range<usize> {
         let start = (o * self.stride).saturating_sub(self.padding);
@@ -211,22 +292,14 @@ pub fn avg_pool_linear(
     x: ArrayView4<f32>,
     weight: ArrayView2<f32>,
     bias: ArrayView1<f32>,
-    mut out: ArrayViewMut2<f32>,
+    out: ArrayViewMut2<f32>,
     scratch: &mut [f32],
 ) {
     let (n, c, h, w) = x.dim();
-    let k = weight.dim().0;
-    assert_eq!(weight.dim(), (k, c), "fc weight for {c} channels");
-    assert_eq!(
-        (bias.len(), out.dim()),
-        (k, (n, k)),
-        "fc bias and output for {k} classes"
-    );
-    let weight = weight.to_slice().expect("weight in standard layout");
-    let bias = bias.to_slice().expect("bias in standard layout");
     let x = x.to_slice().expect("input in standard layout");
-    let (means, logits) = scratch[..avg_pool_linear_scratch(n, c, k)].split_at_mut(n * c);
     let scale = 1.0 / (h * w) as f32;
+    let head = Head::new(n, c, weight, bias, &out);
+    let (means, logits) = scratch[..avg_pool_linear_scratch(n, c, head.k)].split_at_mut(n * c);
     // Planes shared among the threads; each summed in eight interleaved
     // partial sums, which vectorise where one running sum would wait on
     // each addition (a batch of 8 spent a millisecond here).
@@ -238,27 +311,113 @@ pub fn avg_pool_linear(
                 *m = sum(plane) * scale;
             }
         });
-    // logits[class][image], a block of classes per task.
-    let means = &*means;
-    let avx512 = super::gemm::Isa::best() == super::gemm::Isa::Avx512;
-    logits
-        .par_chunks_mut(CLASSES_PER_TASK * n)
-        .enumerate()
-        .for_each(|(task, logits)| {
-            let first = task * CLASSES_PER_TASK;
-            let rows = &weight[first * c..][..logits.len() / n * c];
-            match avx512 {
-                // SAFETY: `Isa::best` found AVX-512F on this CPU.
-                #[cfg(target_arch = "x86_64")]
-                true => unsafe { dots_avx512(rows, means, c, logits) },
-                _ => dots(rows, means, c, logits),
+    head.linear(means, logits, out);
+}
+
+/// [`avg_pool_linear`] on a channel-blocked `x` of `dim` `[N, C, H, W]`
+/// (`[N][C / 16][H][W][16]`, see [`super::blocked`]): each block's 16
+/// channels are summed together, a vector a pixel.
+///
+/// # Panics
+/// As [`avg_pool_linear`]; or if `C` is not a multiple of 16 or `x` does
+/// not hold `dim`.
+pub fn avg_pool_linear_blocked(
+    x: &[f32],
+    dim: (usize, usize, usize, usize),
+    weight: ArrayView2<f32>,
+    bias: ArrayView1<f32>,
+    out: ArrayViewMut2<f32>,
+    scratch: &mut [f32],
+) {
+    use super::blocked::BLOCK;
+    let (n, c, h, w) = dim;
+    assert!(
+        c % BLOCK == 0,
+        "{c} channels do not split into blocks of {BLOCK}"
+    );
+    assert_eq!(x.len(), n * c * h * w, "a blocked tensor of {dim:?}");
+    let scale = 1.0 / (h * w) as f32;
+    let head = Head::new(n, c, weight, bias, &out);
+    let (means, logits) = scratch[..avg_pool_linear_scratch(n, c, head.k)].split_at_mut(n * c);
+    means
+        .par_chunks_mut(BLOCK)
+        .zip(x.par_chunks(BLOCK * h * w))
+        .for_each(|(means, plane)| {
+            // Two running sums of 16 lanes, every other pixel each.
+            let mut acc = [[0f32; BLOCK]; 2];
+            for pair in plane.chunks(2 * BLOCK) {
+                for (acc, pixel) in acc.iter_mut().zip(pair.chunks_exact(BLOCK)) {
+                    for (a, v) in acc.iter_mut().zip(pixel) {
+                        *a += v;
+                    }
+                }
             }
-            for (class, logits) in logits.chunks_exact_mut(n).enumerate() {
-                logits.iter_mut().for_each(|l| *l += bias[first + class]);
+            for (m, (a, b)) in means.iter_mut().zip(acc[0].iter().zip(&acc[1])) {
+                *m = (a + b) * scale;
             }
         });
-    for ((image, class), o) in out.indexed_iter_mut() {
-        *o = logits[class * n + image];
+    head.linear(means, logits, out);
+}
+
+/// The classifier of [`avg_pool_linear`], checked against its inputs.
+struct Head<'a> {
+    n: usize,
+    c: usize,
+    k: usize,
+    weight: &'a [f32],
+    bias: &'a [f32],
+}
+
+impl<'a> Head<'a> {
+    fn new(
+        n: usize,
+        c: usize,
+        weight: ArrayView2<'a, f32>,
+        bias: ArrayView1<'a, f32>,
+        out: &ArrayViewMut2<f32>,
+    ) -> Self {
+        let k = weight.dim().0;
+        assert_eq!(weight.dim(), (k, c), "fc weight for {c} channels");
+        assert_eq!(
+            (bias.len(), out.dim()),
+            (k, (n, k)),
+            "fc bias and output for {k} classes"
+        );
+        Head {
+            n,
+            c,
+            k,
+            weight: weight.to_slice().expect("weight in standard layout"),
+            bias: bias.to_slice().expect("bias in standard layout"),
+        }
+    }
+
+    /// `out = means · weight^T + bias`, through `logits` (by class).
+    fn linear(&self, means: &[f32], logits: &mut [f32], mut out: ArrayViewMut2<f32>) {
+        let Head {
+            n, c, weight, bias, ..
+        } = *self;
+        // logits[class][image], a block of classes per task.
+        let avx512 = super::gemm::Isa::best() == super::gemm::Isa::Avx512;
+        logits
+            .par_chunks_mut(CLASSES_PER_TASK * n)
+            .enumerate()
+            .for_each(|(task, logits)| {
+                let first = task * CLASSES_PER_TASK;
+                let rows = &weight[first * c..][..logits.len() / n * c];
+                match avx512 {
+                    // SAFETY: `Isa::best` found AVX-512F on this CPU.
+                    #[cfg(target_arch = "x86_64")]
+                    true => unsafe { dots_avx512(rows, means, c, logits) },
+                    _ => dots(rows, means, c, logits),
+                }
+                for (class, logits) in logits.chunks_exact_mut(n).enumerate() {
+                    logits.iter_mut().for_each(|l| *l += bias[first + class]);
+                }
+            });
+        for ((image, class), o) in out.indexed_iter_mut() {
+            *o = logits[class * n + image];
+        }
     }
 }
 

@@ -54,7 +54,7 @@ impl Tile {
     }
 
     /// The tile of `n` outputs a side.
-    const fn with_outputs(n: usize) -> Tile {
+    pub(crate) const fn with_outputs(n: usize) -> Tile {
         match n {
             2 => Tile::F2,
             4 => Tile::F4,
@@ -74,7 +74,7 @@ impl Tile {
     }
 
     /// Rows of `G`, whose products `G_i g G_j^T` are the transformed filters.
-    fn g(self) -> &'static [[f64; 3]] {
+    pub(crate) fn g(self) -> &'static [[f64; 3]] {
         match self {
             Tile::F2 => &[
                 [1.0, 0.0, 0.0],
@@ -1090,7 +1090,7 @@ fn bt_down_f4(
 /// What F(4x4, 3x3)'s transforms compute with: one value, or eight tiles'
 /// values in a vector (`x86::V8`), with the same operations in the same
 /// order, so that both give the same bits.
-trait Lanes: Copy + Add<Output = Self> + Sub<Output = Self>
+pub(crate) trait Lanes: Copy + Add<Output = Self> + Sub<Output = Self>
 where
     f32: Mul<Self, Output = Self>,
 {
@@ -1100,7 +1100,7 @@ impl Lanes for f32 {}
 
 /// Row `I` of F(4x4, 3x3)'s `A^T` applied to six values.
 #[inline(always)]
-fn at<const I: usize, T: Lanes>([m0, m1, m2, m3, m4, m5]: [T; 6]) -> T
+pub(crate) fn at<const I: usize, T: Lanes>([m0, m1, m2, m3, m4, m5]: [T; 6]) -> T
 where
     f32: Mul<T, Output = T>,
 {
@@ -1114,7 +1114,7 @@ where
 
 /// Row `J` of F(4x4, 3x3)'s `B^T` applied to six values.
 #[inline(always)]
-fn bt<const J: usize, T: Lanes>([c0, c1, c2, c3, c4, c5]: [T; 6]) -> T
+pub(crate) fn bt<const J: usize, T: Lanes>([c0, c1, c2, c3, c4, c5]: [T; 6]) -> T
 where
     f32: Mul<T, Output = T>,
 {

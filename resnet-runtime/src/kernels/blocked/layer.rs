@@ -1,0 +1,160 @@
+//! One convolution of a network whose activations are channel-blocked
+//! from end to end: the strategy it is built with, and its pass from a
+//! blocked input to a blocked output.
+
+use super::winograd::BlockedWinograd;
+use super::BlockedConv;
+use crate::kernels::conv::{ConvParams, Shortcut};
+use crate::kernels::gemm::Isa;
+use ndarray::{ArrayView1, ArrayView4};
+
+/// How a [`BlockedLayer`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockedStrategy {
+    /// The tile kernels over the (zero-padded) input, the weights as the
+    /// vector side ([`BlockedConv`]).
+    Direct,
+    /// Winograd F(2x2, 3x3): 3x3 stride-1 layers with outputs of 8 to 27
+    /// a side (ResNet's 14x14 stage).
+    Winograd2x2,
+    /// Winograd F(4x4, 3x3): 3x3 stride-1 layers with outputs of 28 and more.
+    Winograd4x4,
+}
+
+impl BlockedStrategy {
+    /// The strategy for `p`. F(4x4)'s filters are four times the plain
+    /// weights and F(2x2)'s 16/9 of them, so Winograd stops where its
+    /// filters would outgrow the memory target: at 7x7, where ResNet's
+    /// widest 3x3 layers are.
+    pub fn for_params(p: &ConvParams) -> BlockedStrategy {
+        let side = p.out_hw().0.min(p.out_hw().1);
+        match BlockedWinograd::fits(p) {
+            true if side >= 28 => BlockedStrategy::Winograd4x4,
+            true if side >= 8 => BlockedStrategy::Winograd2x2,
+            _ => BlockedStrategy::Direct,
+        }
+    }
+}
+
+/// A convolution on a blocked input, with its folded bias and epilogue,
+/// writing blocked output or, at a network's last blocked stage, NCHW.
+#[derive(Clone, Debug)]
+pub struct BlockedLayer {
+    kernel: Kernel,
+    planar_out: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Kernel {
+    Direct(BlockedConv),
+    Winograd(BlockedWinograd),
+}
+
+impl BlockedLayer {
+    /// Whether `p` can run blocked: ungrouped, on channel counts that are
+    /// multiples of [`super::BLOCK`].
+    pub fn fits(p: &ConvParams) -> bool {
+        BlockedConv::fits(p)
+    }
+
+    /// Packs `weight` (`[out, in, k, k]`) for the best instruction set,
+    /// to write blocked output, or NCHW with `planar_out`.
+    ///
+    /// # Panics
+    /// If `p` does not [fit](BlockedLayer::fits), or `weight` or `bias`
+    /// does not match it.
+    pub fn new(
+        p: ConvParams,
+        weight: ArrayView4<f32>,
+        bias: Option<ArrayView1<f32>>,
+        planar_out: bool,
+    ) -> Self {
+        Self::with_isa(Isa::best(), p, weight, bias, planar_out)
+    }
+
+    /// As [`BlockedLayer::new`], for instruction set `isa`.
+    ///
+    /// # Panics
+    /// As [`BlockedLayer::new`]; or if this CPU lacks `isa`.
+    pub fn with_isa(
+        isa: Isa,
+        p: ConvParams,
+        weight: ArrayView4<f32>,
+        bias: Option<ArrayView1<f32>>,
+        planar_out: bool,
+    ) -> Self {
+        assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
+        let strategy = match planar_out {
+            true => BlockedStrategy::Direct,
+            false => BlockedStrategy::for_params(&p),
+        };
+        let kernel = match strategy {
+            BlockedStrategy::Direct => Kernel::Direct(BlockedConv::new(isa, p, weight, bias)),
+            BlockedStrategy::Winograd2x2 => {
+                Kernel::Winograd(BlockedWinograd::new(isa, 2, p, weight, bias))
+            }
+            BlockedStrategy::Winograd4x4 => {
+                Kernel::Winograd(BlockedWinograd::new(isa, 4, p, weight, bias))
+            }
+        };
+        BlockedLayer { kernel, planar_out }
+    }
+
+    /// Whether it writes NCHW output.
+    pub fn planar_out(&self) -> bool {
+        self.planar_out
+    }
+
+    /// The convolution's shape.
+    pub fn params(&self) -> &ConvParams {
+        match &self.kernel {
+            Kernel::Direct(c) => c.params(),
+            Kernel::Winograd(c) => c.params(),
+        }
+    }
+
+    /// How it computes.
+    pub fn strategy(&self) -> BlockedStrategy {
+        match &self.kernel {
+            Kernel::Direct(_) => BlockedStrategy::Direct,
+            Kernel::Winograd(w) if w.outputs() == 2 => BlockedStrategy::Winograd2x2,
+            Kernel::Winograd(_) => BlockedStrategy::Winograd4x4,
+        }
+    }
+
+    /// Floats of workspace [`BlockedLayer::forward`] needs with `threads` threads.
+    pub fn workspace_len(&self, threads: usize) -> usize {
+        match &self.kernel {
+            Kernel::Direct(c) => c.workspace_len(),
+            Kernel::Winograd(c) => c.workspace_len(threads),
+        }
+    }
+
+    /// `out = relu?(conv(x) + bias + shortcut)` for `n` blocked images, the
+    /// output (and the shortcut's residual, which has every output channel,
+    /// or is `out` itself: [`Shortcut::InPlace`]) blocked or NCHW as built.
+    /// Allocates nothing.
+    ///
+    /// # Panics
+    /// If a slice's length does not match `n` images, a residual has fewer
+    /// channels than the output, or the workspace is short.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        shortcut: Shortcut,
+        relu: bool,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        match &self.kernel {
+            Kernel::Direct(c) => {
+                let epilogue = (relu, self.planar_out);
+                c.forward_blocked(x, n, out, shortcut, epilogue, workspace, threads)
+            }
+            Kernel::Winograd(c) => c.forward(x, n, out, shortcut, relu, workspace, threads),
+        }
+    }
+}
