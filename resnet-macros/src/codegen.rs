@@ -219,7 +219,8 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                     .find(|(s, _)| s.output == step.input)
                     .map_or(Layout::Planar, |(_, &l)| l);
                 let l = match (input_layout, step_layout) {
-                    (Layout::Planar, _) => format_ident!("Planar"),
+                    (Layout::Planar, Layout::Planar) => format_ident!("Planar"),
+                    (Layout::Planar, Layout::Blocked) => format_ident!("PlanarToBlocked"),
                     (Layout::Blocked, Layout::Blocked) => format_ident!("Blocked"),
                     (Layout::Blocked, Layout::Planar) => format_ident!("BlockedToPlanar"),
                 };

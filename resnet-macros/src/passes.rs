@@ -309,8 +309,9 @@ pub enum Layout {
 pub const BLOCKED_MIN_SIDE: usize = 28;
 
 /// Each step's output layout. A network whose stem is followed by a max
-/// pool runs blocked from the pool on (the pool interleaves the stem's
-/// channels as it writes) while its values are at least
+/// pool runs blocked from the stem on (it reads the NCHW image and writes
+/// blocks; a stem the blocked kernel cannot take writes NCHW, and the pool
+/// interleaves its channels) while its values are at least
 /// [`BLOCKED_MIN_SIDE`] a side, then NCHW: the first layers to narrower
 /// outputs (strided, so never Winograd) read blocked and write NCHW. It
 /// does when every blocked layer is one the blocked kernels take:
@@ -326,11 +327,32 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
     else {
         return planar;
     };
+    // The stem itself writes blocks when the pool alone reads it and its
+    // output channels make blocks.
+    let read_by = |v: NodeId| {
+        steps
+            .iter()
+            .filter(|s| s.input == v || s.residual == Some(v))
+            .count()
+    };
+    let stem = pool.checked_sub(1).filter(|&i| {
+        let step = &steps[i];
+        let fits = match step.kind {
+            StepKind::Conv { conv, .. } => matches!(graph.nodes[conv].op,
+                Op::Conv(c) if c.groups == 1 && c.out_channels.is_multiple_of(16)),
+            _ => false,
+        };
+        fits && step.input == 0
+            && step.residual.is_none()
+            && steps[pool].input == step.output
+            && read_by(step.output) == 1
+    });
+    let first = stem.unwrap_or(pool);
     let layouts: Vec<Layout> = steps
         .iter()
         .enumerate()
         .map(
-            |(i, s)| match i >= pool && s.shape.h.min(s.shape.w) >= BLOCKED_MIN_SIDE {
+            |(i, s)| match i >= first && s.shape.h.min(s.shape.w) >= BLOCKED_MIN_SIDE {
                 true => Layout::Blocked,
                 false => Layout::Planar,
             },
@@ -340,7 +362,7 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
         Some(i) => layouts[i],
         None => Layout::Planar,
     };
-    let early: Vec<NodeId> = steps[..pool].iter().map(|s| s.output).chain([0]).collect();
+    let early: Vec<NodeId> = steps[..first].iter().map(|s| s.output).chain([0]).collect();
     let shape = |v: NodeId| graph.nodes[v].shape;
     let takes = |(step, &out): (&Step, &Layout)| {
         let input = layout_of(step.input);
@@ -368,7 +390,7 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
         fits && !reads_early
     };
     let blocked = steps[pool].shape.c.is_multiple_of(16)
-        && layouts[pool] == Layout::Blocked
+        && layouts[first..=pool].iter().all(|&l| l == Layout::Blocked)
         && steps[pool + 1..]
             .iter()
             .zip(&layouts[pool + 1..])
@@ -479,7 +501,7 @@ pub(crate) mod tests {
             let bottleneck = spec.contains("bottleneck");
             for (name, input, output) in conv_layouts(spec) {
                 let want = match name.as_str() {
-                    "conv1" => (Planar, Planar),
+                    "conv1" => (Planar, Blocked),
                     n if n.starts_with("layer1") || n.starts_with("layer2") => (Blocked, Blocked),
                     // Into 14x14: bottlenecks stride in conv2, basic blocks in conv1.
                     "layer3.0.downsample.0" => (Blocked, Planar),

@@ -8,7 +8,7 @@ use crate::kernels::conv::Shortcut;
 use crate::kernels::elementwise::{channel_affine, subsample};
 use crate::kernels::pool::{
     avg_pool_linear, avg_pool_linear_blocked, avg_pool_linear_scratch, max_pool2d,
-    max_pool2d_to_blocked, max_pool2d_to_blocked_scratch,
+    max_pool2d_blocked, max_pool2d_to_blocked, max_pool2d_to_blocked_scratch,
 };
 use crate::layers::{Affine, ConvKernel, ConvLayer, Linear};
 use ndarray::{ArrayView4, ArrayViewMut2, ArrayViewMut4};
@@ -399,6 +399,11 @@ impl Exec<'_> {
                 let out = out.as_slice_mut().expect("slots lie together");
                 conv.forward(flat(&input), n, out, shortcut, relu, workspace, threads);
             }
+            ConvKernel::Stem(conv) => {
+                assert!(residual.is_none() && !in_place, "a stem adds no residual");
+                let out = out.as_slice_mut().expect("slots lie together");
+                conv.forward(flat(&input), n, out, relu, workspace, threads);
+            }
         }
         *self.scratch = scratch;
         self.finish(start, || {
@@ -428,11 +433,11 @@ impl Exec<'_> {
         });
     }
 
-    /// `dst = max_pool(src)`: NCHW to NCHW, or NCHW to blocked (the
-    /// stem's output into a blocked network).
+    /// `dst = max_pool(src)`: NCHW to NCHW, blocked to blocked, or NCHW to
+    /// blocked (an NCHW stem's output into a blocked network).
     ///
     /// # Panics
-    /// If `src` is blocked.
+    /// If `src` is blocked and `dst` NCHW.
     pub fn max_pool(&mut self, src: Src, dst: Slot, kernel: usize, stride: usize, padding: usize) {
         let start = self.start();
         let window = (kernel, stride, padding);
@@ -453,7 +458,17 @@ impl Exec<'_> {
                 max_pool2d_to_blocked(input, out, window, &mut scratch[..need], threads);
                 *self.scratch = scratch;
             }
-            (Layout::Blocked, _) => panic!("max pooling reads NCHW activations"),
+            (Layout::Blocked, Layout::Blocked) => {
+                let [c, h, w] = match src {
+                    Src::Arena(s) => s.shape,
+                    Src::Input => unreachable!("the input is NCHW"),
+                };
+                let (n, threads) = (self.n, self.threads);
+                let (mut out, input, _) = self.io(src, dst, None);
+                let out = out.as_slice_mut().expect("slots lie together");
+                max_pool2d_blocked(flat(&input), (n, c, h, w), out, window, threads);
+            }
+            (Layout::Blocked, Layout::Planar) => panic!("max pooling writes no NCHW from blocks"),
         }
         self.finish(start, || {
             let [c, h, w] = dst.shape;

@@ -2,9 +2,9 @@
 //! from torchvision's names or starts from torchvision's random init.
 
 use crate::exec::Layout;
-use crate::kernels::blocked::BlockedLayer;
+use crate::kernels::blocked::{BlockedLayer, BlockedStem};
 use crate::kernels::elementwise::{fold_batch_norm_in_place, BN_EPS};
-use crate::kernels::{Conv2d, ConvParams};
+use crate::kernels::{Conv2d, ConvParams, Isa};
 use crate::weights::{Weights, WeightsError};
 use ndarray::Array;
 use ndarray::{Array1, Array2, Array4, Ix1, Ix2, Ix4};
@@ -113,13 +113,15 @@ pub enum ConvLayout {
     Blocked,
     /// Blocked to NCHW: where a network leaves its blocked stages.
     BlockedToPlanar,
+    /// NCHW to blocked: a network's stem, whose input is the image.
+    PlanarToBlocked,
 }
 
 impl ConvLayout {
     /// The layout of the input.
     pub fn input(self) -> Layout {
         match self {
-            ConvLayout::Planar => Layout::Planar,
+            ConvLayout::Planar | ConvLayout::PlanarToBlocked => Layout::Planar,
             ConvLayout::Blocked | ConvLayout::BlockedToPlanar => Layout::Blocked,
         }
     }
@@ -128,7 +130,7 @@ impl ConvLayout {
     pub fn output(self) -> Layout {
         match self {
             ConvLayout::Planar | ConvLayout::BlockedToPlanar => Layout::Planar,
-            ConvLayout::Blocked => Layout::Blocked,
+            ConvLayout::Blocked | ConvLayout::PlanarToBlocked => Layout::Blocked,
         }
     }
 }
@@ -140,6 +142,8 @@ pub(crate) enum ConvKernel {
     Planar(Conv2d),
     /// On channel-blocked ones.
     Blocked(BlockedLayer),
+    /// From an NCHW image into blocked output.
+    Stem(BlockedStem),
 }
 
 impl ConvLayer {
@@ -214,6 +218,13 @@ impl ConvLayer {
                 let planar_out = layout == ConvLayout::BlockedToPlanar;
                 ConvKernel::Blocked(BlockedLayer::new(p, weight.view(), bias, planar_out))
             }
+            ConvLayout::PlanarToBlocked => {
+                assert!(
+                    BlockedStem::fits(&p),
+                    "{name} cannot write blocked output: {p:?}"
+                );
+                ConvKernel::Stem(BlockedStem::new(Isa::best(), p, weight.view(), bias))
+            }
         };
         ConvLayer {
             name: name.into(),
@@ -231,6 +242,7 @@ impl ConvLayer {
         match &self.kernel {
             ConvKernel::Planar(c) => c.params(),
             ConvKernel::Blocked(c) => c.params(),
+            ConvKernel::Stem(c) => c.params(),
         }
     }
 
@@ -240,6 +252,7 @@ impl ConvLayer {
             ConvKernel::Planar(_) => ConvLayout::Planar,
             ConvKernel::Blocked(c) if c.planar_out() => ConvLayout::BlockedToPlanar,
             ConvKernel::Blocked(_) => ConvLayout::Blocked,
+            ConvKernel::Stem(_) => ConvLayout::PlanarToBlocked,
         }
     }
 
@@ -253,6 +266,7 @@ impl ConvLayer {
         match &self.kernel {
             ConvKernel::Planar(c) => c.workspace_len(threads),
             ConvKernel::Blocked(c) => c.workspace_len(threads),
+            ConvKernel::Stem(c) => c.workspace_len(),
         }
     }
 
@@ -265,6 +279,7 @@ impl ConvLayer {
                 format!("blocked {:?} to NCHW", c.strategy())
             }
             ConvKernel::Blocked(c) => format!("blocked {:?}", c.strategy()),
+            ConvKernel::Stem(_) => "Direct to blocked".into(),
         }
     }
 }

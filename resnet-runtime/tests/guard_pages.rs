@@ -10,10 +10,10 @@
 #![cfg(unix)]
 
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
-use resnet_runtime::kernels::blocked::{BlockedConv, BlockedLayer};
+use resnet_runtime::kernels::blocked::{BlockedConv, BlockedLayer, BlockedStem};
 use resnet_runtime::kernels::pool::{
     avg_pool_linear, avg_pool_linear_blocked, avg_pool_linear_scratch, max_pool2d,
-    max_pool2d_to_blocked, max_pool2d_to_blocked_scratch,
+    max_pool2d_blocked, max_pool2d_to_blocked, max_pool2d_to_blocked_scratch,
 };
 use resnet_runtime::kernels::{
     gemm, workspace_len, Conv2d, ConvParams, ConvStrategy, Epilogue, Isa, PackedWeights, Residual,
@@ -465,6 +465,47 @@ fn blocked_layers_stay_inside_their_tensors() {
                     let what = format!("{isa:?} {p:?}, {threads} threads, flush {flush:?}");
                     assert_eq!(bits(gout.slice()), bits(&want), "{what}");
                 }
+            }
+        }
+    }
+}
+
+/// The stem into a blocked network and the pool after it.
+#[test]
+fn blocked_stem_and_pool_stay_inside_their_tensors() {
+    for isa in Isa::supported() {
+        for (k, stride, cout, side) in [(7, 2, 64, 37), (3, 1, 48, 11)] {
+            let p = ConvParams::same((3, cout), k, stride, (side, side + 4));
+            let (batch, (oh, ow)) = (2, p.out_hw());
+            let weight =
+                Array4::from_shape_vec((cout, 3, k, k), values(cout * 3 * k * k, 19)).unwrap();
+            let bias = Array1::from_vec(values(cout, 20));
+            let stem = BlockedStem::new(isa, p, weight.view(), Some(bias.view()));
+            let x = values(batch * 3 * p.in_h * p.in_w, 21);
+            let len = stem.workspace_len();
+            let mut want = vec![f32::NAN; batch * cout * oh * ow];
+            stem.forward(&x, batch, &mut want, true, &mut vec![0.0; len], 2);
+            let (ph, pw) = ((oh - 1) / 2 + 1, (ow - 1) / 2 + 1);
+            let mut want_pool = vec![f32::NAN; batch * cout * ph * pw];
+            max_pool2d_blocked(&want, (batch, cout, oh, ow), &mut want_pool, (3, 2, 1), 2);
+            for flush in [Flush::Start, Flush::End] {
+                let gx = Guarded::new(&x, flush);
+                let mut gout = Guarded::new(&vec![f32::NAN; want.len()], flush);
+                let mut gwork = Guarded::zeros(len, flush);
+                stem.forward(
+                    gx.slice(),
+                    batch,
+                    gout.slice_mut(),
+                    true,
+                    gwork.slice_mut(),
+                    2,
+                );
+                let what = format!("{isa:?} {p:?}, flush {flush:?}");
+                assert_eq!(bits(gout.slice()), bits(&want), "stem {what}");
+                let mut gpool = Guarded::new(&vec![f32::NAN; want_pool.len()], flush);
+                let dim = (batch, cout, oh, ow);
+                max_pool2d_blocked(gout.slice(), dim, gpool.slice_mut(), (3, 2, 1), 2);
+                assert_eq!(bits(gpool.slice()), bits(&want_pool), "pool {what}");
             }
         }
     }

@@ -4,12 +4,12 @@
 
 use ndarray::{s, Array, Array1, Array2, Array4, ArrayView2, ArrayView4, Dimension, ShapeBuilder};
 use resnet_runtime::kernels::blocked::{
-    to_blocked, to_planar, BlockedConv, BlockedLayer, BlockedStrategy,
+    to_blocked, to_planar, BlockedConv, BlockedLayer, BlockedStem, BlockedStrategy,
 };
 use resnet_runtime::kernels::elementwise::{channel_affine, fold_batch_norm, subsample, BN_EPS};
 use resnet_runtime::kernels::pool::{
     avg_pool_linear, avg_pool_linear_blocked, avg_pool_linear_scratch, max_pool2d,
-    max_pool2d_to_blocked, max_pool2d_to_blocked_scratch,
+    max_pool2d_blocked, max_pool2d_to_blocked, max_pool2d_to_blocked_scratch,
 };
 use resnet_runtime::kernels::{
     gemm, workspace_len, Conv2d, ConvParams, ConvStrategy, Epilogue, Isa, PackedWeights, Residual,
@@ -969,43 +969,6 @@ fn blocked_layers_match_f64_reference_and_agree_bit_for_bit() {
     }
 }
 
-/// The stem's pool into a blocked network gives the NCHW pool's bits,
-/// interleaved, on every thread count.
-#[test]
-fn max_pool_to_blocked_is_the_pool_then_the_blocking() {
-    let mut rng = Rng::seeded(12);
-    for ((n, c, h, w), k, stride, pad) in [
-        ((2, 32, 112, 112), 3, 2, 1),
-        ((1, 16, 9, 13), 3, 2, 1),
-        ((3, 48, 7, 5), 2, 2, 0),
-        ((1, 16, 5, 40), 3, 1, 1),
-    ] {
-        let x = rng.array((n, c, h, w));
-        let (oh, ow) = (
-            (h + 2 * pad - k) / stride + 1,
-            (w + 2 * pad - k) / stride + 1,
-        );
-        let mut planar = Array4::zeros((n, c, oh, ow));
-        max_pool2d(x.view(), planar.view_mut(), k, stride, pad);
-        let mut want = vec![0.0; planar.len()];
-        to_blocked(planar.view(), &mut want);
-        for threads in 1..=3 {
-            let mut got = vec![f32::NAN; want.len()];
-            let mut scratch = vec![f32::NAN; max_pool2d_to_blocked_scratch(ow, threads)];
-            max_pool2d_to_blocked(x.view(), &mut got, (k, stride, pad), &mut scratch, threads);
-            let same = got
-                .iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(
-                same,
-                "{:?} k{k} s{stride} p{pad}, {threads} threads",
-                (n, c, h, w)
-            );
-        }
-    }
-}
-
 /// The head on a blocked input matches the NCHW head.
 #[test]
 fn pooled_classifier_on_blocked_input_matches_the_nchw_one() {
@@ -1039,6 +1002,97 @@ fn pooled_classifier_on_blocked_input_matches_the_nchw_one() {
                 "{:?} at {at:?}: {g} vs {v}",
                 (n, c, h, w)
             );
+        }
+    }
+}
+
+/// A blocked network's stem (NCHW image in, blocked output) against the
+/// f64 reference, and every instruction set and thread count bit for bit
+/// against the portable kernel: ResNet's 7x7 stride-2 stem on odd sizes
+/// whose rows end in short tiles, and a 3x3 one.
+#[test]
+fn blocked_stem_matches_f64_reference_and_agrees_bit_for_bit() {
+    let mut rng = Rng::seeded(14);
+    for (k, stride, cout) in [(7, 2, 64), (7, 2, 16), (3, 1, 48), (3, 2, 32)] {
+        let p = ConvParams::same((3, cout), k, stride, (rng.int(9, 40), rng.int(9, 40)));
+        let batch = rng.int(1, 2);
+        let (oh, ow) = p.out_hw();
+        let x = rng.array((batch, 3, p.in_h, p.in_w));
+        let w = rng.array((cout, 3, k, k));
+        let bias: Array1<f32> = rng.array(cout);
+        let none = Array4::zeros((batch, 0, oh, ow));
+        let (want, scale) = reference_epilogue(
+            &p,
+            x.view(),
+            w.view(),
+            bias.as_slice().unwrap(),
+            none.view(),
+            true,
+        );
+        let run = |isa, threads| {
+            let stem = BlockedStem::new(isa, p, w.view(), Some(bias.view()));
+            let mut out = vec![f32::NAN; batch * cout * oh * ow];
+            let mut workspace = vec![f32::NAN; stem.workspace_len()];
+            let x = x.as_slice().unwrap();
+            stem.forward(x, batch, &mut out, true, &mut workspace, threads);
+            let mut planar = Array4::from_elem((batch, cout, oh, ow), f32::NAN);
+            to_planar(&out, planar.view_mut());
+            planar
+        };
+        assert_portable_close_and_others_equal((&want, &scale, 1e-6), &format!("{p:?}"), run);
+    }
+}
+
+/// Max pooling into blocked output, from an NCHW stem's output or a
+/// blocked one, gives the NCHW pool's bits, interleaved: NaNs skipped and
+/// signed zeros kept in the same order, on every thread count.
+#[test]
+fn pooling_into_blocks_gives_the_nchw_pools_bits() {
+    let mut rng = Rng::seeded(15);
+    for ((n, c, h, w), k, stride, pad) in [
+        ((2, 32, 112, 112), 3, 2, 1),
+        ((1, 16, 9, 13), 3, 2, 1),
+        ((3, 48, 7, 5), 2, 2, 0),
+        ((1, 16, 5, 40), 3, 1, 1),
+    ] {
+        let mut x = rng.array((n, c, h, w));
+        // Ties of 0.0 and -0.0, and NaNs, which the pool skips.
+        for (i, v) in x.iter_mut().enumerate() {
+            match i % 37 {
+                0 => *v = 0.0,
+                1 => *v = -0.0,
+                2 => *v = f32::NAN,
+                _ => {}
+            }
+        }
+        let (oh, ow) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        let mut planar = Array4::zeros((n, c, oh, ow));
+        max_pool2d(x.view(), planar.view_mut(), k, stride, pad);
+        let mut want = vec![0.0; planar.len()];
+        to_blocked(planar.view(), &mut want);
+        let mut bx = vec![0.0; x.len()];
+        to_blocked(x.view(), &mut bx);
+        let window = (k, stride, pad);
+        for threads in 1..=3 {
+            let (mut from_planar, mut from_blocked) =
+                (vec![f32::NAN; want.len()], vec![f32::NAN; want.len()]);
+            let mut scratch = vec![f32::NAN; max_pool2d_to_blocked_scratch(ow, threads)];
+            max_pool2d_to_blocked(x.view(), &mut from_planar, window, &mut scratch, threads);
+            max_pool2d_blocked(&bx, (n, c, h, w), &mut from_blocked, window, threads);
+            for (got, from) in [(&from_planar, "NCHW"), (&from_blocked, "blocked")] {
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "from {from}: {:?} k{k} s{stride} p{pad}, {threads} threads",
+                    (n, c, h, w)
+                );
+            }
         }
     }
 }

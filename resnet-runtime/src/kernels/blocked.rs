@@ -36,9 +36,11 @@ use super::parallel::on_each;
 use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
 
 mod layer;
+mod stem;
 pub mod winograd;
 
 pub use layer::{BlockedLayer, BlockedStrategy};
+pub use stem::BlockedStem;
 
 /// Channels per block.
 pub const BLOCK: usize = 16;

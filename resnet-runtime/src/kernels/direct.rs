@@ -69,12 +69,12 @@ impl SplitInput {
     }
 
     /// Where output `(oy, ox)` reads its first tap.
-    fn base(&self, oy: usize, ox: usize) -> usize {
+    pub(crate) fn base(&self, oy: usize, ox: usize) -> usize {
         oy * self.stride * self.row() + ox
     }
 
     /// Copies one image of `p`'s input (`[C][H][W]`) into `out`, padded and split.
-    fn fill(&self, p: &ConvParams, image: &[f32], isa: Isa, out: &mut [f32]) {
+    pub(crate) fn fill(&self, p: &ConvParams, image: &[f32], isa: Isa, out: &mut [f32]) {
         let (in_h, in_w) = (p.in_h, p.in_w);
         let rows = &mut out[..p.in_channels * self.rows * self.row()];
         rows.par_chunks_mut(self.row())

@@ -110,6 +110,87 @@ pub fn max_pool2d_to_blocked(
     });
 }
 
+/// [`max_pool2d`] from channel-blocked `x` (of `dim`, `[N, C, H, W]`) into
+/// blocked `out` (`[N][C / 16][OH][OW][16]`, see [`super::blocked`]), the
+/// same bits: each output pixel's 16 channels are one vector, the max over
+/// its window's columns of the max over their rows, as there. Threads
+/// take even shares of the output rows.
+///
+/// # Panics
+/// As [`max_pool2d`]; or if `C` is not a multiple of 16 or a slice does
+/// not hold its tensor.
+pub fn max_pool2d_blocked(
+    x: &[f32],
+    dim: (usize, usize, usize, usize),
+    out: &mut [f32],
+    window: (usize, usize, usize),
+    threads: usize,
+) {
+    max_pool2d_blocked_on(Isa::best(), x, dim, out, window, threads);
+}
+
+/// [`max_pool2d_blocked`] with the instruction set `isa` (supported by this CPU).
+fn max_pool2d_blocked_on(
+    isa: Isa,
+    x: &[f32],
+    dim: (usize, usize, usize, usize),
+    out: &mut [f32],
+    (kernel, stride, padding): (usize, usize, usize),
+    threads: usize,
+) {
+    use super::blocked::BLOCK;
+    let (n, c, h, w) = dim;
+    assert!(
+        c.is_multiple_of(BLOCK),
+        "{c} channels do not split into blocks of {BLOCK}"
+    );
+    assert_eq!(x.len(), n * c * h * w, "a blocked tensor of {dim:?}");
+    let pool = MaxPool::new(Isa::Portable, (h, w), (kernel, stride, padding));
+    let (oh, ow) = pool.out_hw;
+    assert_eq!(
+        out.len(),
+        n * c * oh * ow,
+        "max pool output for input {dim:?}"
+    );
+    let rows = n * c / BLOCK * oh;
+    let threads = threads.clamp(1, rows);
+    let out = SendPtr(out.as_mut_ptr());
+    let avx512 = isa == Isa::Avx512;
+    on_each(threads, |t| {
+        for row in t * rows / threads..(t + 1) * rows / threads {
+            let (plane, oy) = (row / oh, row % oh);
+            let plane = &x[plane * h * w * BLOCK..][..h * w * BLOCK];
+            // SAFETY: output row `row` of the blocked output is this thread's alone.
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(out.add(row * ow * BLOCK).0, ow * BLOCK) };
+            let ys = pool.window(oy, h);
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                // SAFETY: the CPU has AVX-512F (`Isa::best`); the plane
+                // holds `h x w` pixels of 16 floats, the row `ow`.
+                unsafe { x86::max_pool_blocked_row(plane, w, ys, &pool, out) };
+                continue;
+            }
+            for (ox, out) in out.chunks_exact_mut(BLOCK).enumerate() {
+                let mut m = [f32::NEG_INFINITY; BLOCK];
+                for x in pool.window(ox, w) {
+                    let mut column = [f32::NEG_INFINITY; BLOCK];
+                    for y in ys.clone() {
+                        let pixel = &plane[(y * w + x) * BLOCK..][..BLOCK];
+                        for (c, &v) in column.iter_mut().zip(pixel) {
+                            *c = max(*c, v);
+                        }
+                    }
+                    for (m, c) in m.iter_mut().zip(column) {
+                        *m = max(*m, c);
+                    }
+                }
+                out.copy_from_slice(&m);
+            }
+        }
+    });
+}
+
 /// Floats of scratch [`max_pool2d_to_blocked`] needs with `threads`
 /// threads for output rows `out_w` wide.
 pub fn max_pool2d_to_blocked_scratch(out_w: usize, threads: usize) -> usize {
@@ -514,8 +595,43 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::MaxPool;
     use std::arch::x86_64::*;
     use std::ops::Range;
+
+    /// One output row of [`super::max_pool2d_blocked`], a vector a pixel:
+    /// each window column's max over `rows`, then the max of the columns,
+    /// in the portable order (`max_ps(v, m)` keeps `m` when `v` is NaN or
+    /// ties it), so the bits are the same.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `plane` holds `rows` (inside the plane)
+    /// of `w` pixels of 16 floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max_pool_blocked_row(
+        plane: &[f32],
+        w: usize,
+        rows: Range<usize>,
+        pool: &MaxPool,
+        out: &mut [f32],
+    ) {
+        let lowest = _mm512_set1_ps(f32::NEG_INFINITY);
+        let plane = plane.as_ptr();
+        for (ox, out) in out.chunks_exact_mut(16).enumerate() {
+            let mut m = lowest;
+            for x in pool.window(ox, w) {
+                let mut column = lowest;
+                for y in rows.clone() {
+                    // SAFETY: pixel `(y, x)` lies in the plane (the caller's contract).
+                    let v = unsafe { _mm512_loadu_ps(plane.add((y * w + x) * 16)) };
+                    column = _mm512_max_ps(v, column);
+                }
+                m = _mm512_max_ps(column, m);
+            }
+            // SAFETY: `out` holds 16 floats.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), m) };
+        }
+    }
 
     /// [`super::dot`] of each of two rows with each of four means (all of
     /// `c` values, one after another): the same 32 interleaved partial sums
@@ -675,6 +791,37 @@ mod tests {
                 max_pool2d_on(Isa::Portable, x.view(), want.view_mut(), (3, 2, padding));
                 max_pool2d_on(isa, x.view(), got.view_mut(), (3, 2, padding));
                 let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{isa:?} {h}x{w} padding {padding}");
+            }
+        }
+    }
+
+    /// The same on blocked tensors: every instruction set's rows against
+    /// the portable loop's, NaNs and signed zeros included.
+    #[test]
+    fn blocked_max_pool_matches_the_portable_one_on_every_isa() {
+        let values = [
+            f32::NAN,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            -1.0,
+            1.5,
+            -0.0,
+            0.0,
+            -2.0,
+        ];
+        for isa in Isa::supported() {
+            for (h, w, padding) in [(1, 2, 1), (3, 3, 0), (7, 16, 1), (6, 33, 0), (112, 112, 1)] {
+                let dim = (2, 32, h, w);
+                let x: Vec<f32> = (0..2 * 32 * h * w)
+                    .map(|i| values[i * 7919 % 97 % values.len()])
+                    .collect();
+                let (oh, ow) = ((h + 2 * padding - 3) / 2 + 1, (w + 2 * padding - 3) / 2 + 1);
+                let (mut want, mut got) = (vec![0.0; 64 * oh * ow], vec![0.0; 64 * oh * ow]);
+                max_pool2d_blocked_on(Isa::Portable, &x, dim, &mut want, (3, 2, padding), 2);
+                max_pool2d_blocked_on(isa, &x, dim, &mut got, (3, 2, padding), 2);
+                let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{isa:?} {h}x{w} padding {padding}");
             }
         }
