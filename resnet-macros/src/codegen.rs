@@ -184,7 +184,12 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
     for (step, &step_layout) in steps.iter().zip(layouts) {
         let input_shape = node(step.input).shape;
         match step.kind {
-            StepKind::Conv { conv, bn, relu } => {
+            StepKind::Conv {
+                conv,
+                bn,
+                relu,
+                pool,
+            } => {
                 let Op::Conv(c) = node(conv).op else { continue };
                 let (f, p) = (field(conv), params_const(conv));
                 let conv_name = &node(conv).name;
@@ -241,7 +246,13 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                     }
                     None => quote!(None),
                 };
-                body.push(quote!(exec.conv(&self.#f, #input, #out, #residual, #relu);));
+                body.push(match pool {
+                    Some(window) => {
+                        let [k, s, p] = [window.0, window.1, window.2].map(|v| int(v as u128));
+                        quote!(exec.conv_pool(&self.#f, #input, #out, (#k, #s, #p), #relu);)
+                    }
+                    None => quote!(exec.conv(&self.#f, #input, #out, #residual, #relu);),
+                });
             }
             StepKind::Affine { bn, relu } => {
                 let f = field(bn);
@@ -455,7 +466,9 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
 /// The local name of the arena slot a step writes.
 fn step_slot(graph: &Graph, step: &Step) -> Ident {
     let id = match step.kind {
-        StepKind::Conv { conv, .. } => conv,
+        StepKind::Conv {
+            conv, pool: None, ..
+        } => conv,
         StepKind::Affine { bn, .. } => bn,
         _ => step.output,
     };

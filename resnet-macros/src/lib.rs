@@ -111,8 +111,9 @@ fn compile(def: ModelDef) -> syn::Result<Model> {
     let steps = passes::fuse(&graph)
         .and_then(passes::schedule)
         .map_err(|e| spec_loc.error(format!("internal error while fusing layers: {e}")))?;
-    let plan = passes::plan(&steps);
     let layouts = passes::layouts(&graph, &steps);
+    let (steps, layouts) = passes::fuse_stem_pool(steps, layouts);
+    let plan = passes::plan(&steps);
     Ok(Model {
         attrs,
         vis,

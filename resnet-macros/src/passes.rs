@@ -17,11 +17,14 @@ use std::collections::BinaryHeap;
 /// What a fused step does; the node ids name the IR nodes it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StepKind {
-    /// A convolution, its batch norm if any, then `relu?(y + residual)`.
+    /// A convolution, its batch norm if any, then `relu?(y + residual)`;
+    /// for a blocked network's stem, then the max pool after it
+    /// (`(kernel, stride, padding)`, see [`fuse_stem_pool`]).
     Conv {
         conv: NodeId,
         bn: Option<NodeId>,
         relu: bool,
+        pool: Option<(usize, usize, usize)>,
     },
     /// A batch norm before its convolution, and its ReLU if any.
     Affine { bn: NodeId, relu: bool },
@@ -112,6 +115,7 @@ pub fn fuse(graph: &Graph) -> Result<Vec<Step>, String> {
                         conv: id,
                         bn,
                         relu: relu.is_some(),
+                        pool: None,
                     },
                     residual,
                     &members,
@@ -401,6 +405,51 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
     }
 }
 
+/// A blocked network's stem and the max pool after it as one step (the
+/// runtime pools the stem's rows while they are in cache, so its output
+/// never reaches memory): where the stem writes blocks and the pool alone
+/// reads it. Runs after [`layouts`], keeping each step's layout, and
+/// before [`plan`], which then has no value for the stem's output.
+pub fn fuse_stem_pool(mut steps: Vec<Step>, mut layouts: Vec<Layout>) -> (Vec<Step>, Vec<Layout>) {
+    let Some(pool) = steps
+        .iter()
+        .position(|s| matches!(s.kind, StepKind::MaxPool { .. }))
+    else {
+        return (steps, layouts);
+    };
+    let value = steps[pool].input;
+    let Some(stem) = steps.iter().position(|s| s.output == value) else {
+        return (steps, layouts);
+    };
+    let readers = steps
+        .iter()
+        .filter(|s| s.input == value || s.residual == Some(value))
+        .count();
+    let blocked = layouts[stem] == Layout::Blocked && layouts[pool] == Layout::Blocked;
+    let plain_stem = matches!(steps[stem].kind, StepKind::Conv { pool: None, .. })
+        && steps[stem].input == 0
+        && steps[stem].residual.is_none();
+    let StepKind::MaxPool {
+        kernel,
+        stride,
+        padding,
+    } = steps[pool].kind
+    else {
+        return (steps, layouts);
+    };
+    if blocked && readers == 1 && plain_stem {
+        let pooled = steps.remove(pool);
+        layouts.remove(pool);
+        let stem = &mut steps[stem];
+        if let StepKind::Conv { pool, .. } = &mut stem.kind {
+            *pool = Some((kernel, stride, padding));
+        }
+        stem.output = pooled.output;
+        stem.shape = pooled.shape;
+    }
+    (steps, layouts)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -492,7 +541,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn imagenet_networks_run_blocked_from_the_pool_to_their_28x28_stage() {
+    fn imagenet_networks_run_blocked_from_the_stem_to_their_28x28_stage() {
         use Layout::{Blocked, Planar};
         for spec in [
             "pub N<stages: [3, 4, 6, 3], bottleneck: true>",
@@ -526,6 +575,42 @@ pub(crate) mod tests {
         ] {
             for (name, input, output) in conv_layouts(spec) {
                 assert_eq!((input, output), (Layout::Planar, Layout::Planar), "{name} of {spec}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_stem_takes_its_pool_along() {
+        for (spec, fused) in [
+            ("pub N<stages: [2, 2, 2, 2]>", true),
+            (
+                "pub N<stages: [3, 4, 6, 3], bottleneck: true, groups: 32, width_per_group: 4>",
+                false,
+            ),
+        ] {
+            let g = graph(spec);
+            let steps = schedule(fuse(&g).unwrap()).unwrap();
+            let layouts = layouts(&g, &steps);
+            let (steps, layouts) = fuse_stem_pool(steps, layouts);
+            assert_eq!(steps.len(), layouts.len());
+            let pools = steps
+                .iter()
+                .filter(|s| matches!(s.kind, StepKind::MaxPool { .. }))
+                .count();
+            let stem_pool = match steps[0].kind {
+                StepKind::Conv { pool, .. } => pool,
+                _ => None,
+            };
+            match fused {
+                true => {
+                    assert_eq!((pools, stem_pool), (0, Some((3, 2, 1))), "{spec}");
+                    assert_eq!(
+                        steps[0].shape.h, 56,
+                        "the stem's step writes the pool's output"
+                    );
+                    assert_eq!(steps[1].input, steps[0].output);
+                }
+                false => assert_eq!((pools, stem_pool), (1, None), "{spec}"),
             }
         }
     }

@@ -422,6 +422,62 @@ impl Exec<'_> {
         });
     }
 
+    /// `dst = max_pool(relu?(conv(src)))`, the stem of a blocked network and
+    /// the pool after it in one pass
+    /// ([`BlockedStem::forward_pooled`](crate::kernels::blocked::BlockedStem::forward_pooled)):
+    /// `src` NCHW, `dst` blocked.
+    ///
+    /// # Panics
+    /// If the layer is not a blocked stem or the slots' layouts are not its.
+    pub fn conv_pool(
+        &mut self,
+        layer: &ConvLayer,
+        src: Src,
+        dst: Slot,
+        window: (usize, usize, usize),
+        relu: bool,
+    ) {
+        let start = self.start();
+        let ConvKernel::Stem(stem) = layer.kernel() else {
+            panic!("{} is not a blocked stem", layer.name());
+        };
+        assert!(
+            (src.layout(), dst.layout) == (Layout::Planar, Layout::Blocked),
+            "{} reads NCHW and writes blocks",
+            layer.name()
+        );
+        let (n, threads) = (self.n, self.threads);
+        let need = stem.pooled_workspace_len(threads, window.0);
+        if self.scratch.len() < need {
+            *self.scratch = grown(need);
+        }
+        let mut scratch = std::mem::take(self.scratch);
+        let (mut out, input, _) = self.io(src, dst, None);
+        let out = out.as_slice_mut().expect("slots lie together");
+        stem.forward_pooled(
+            flat(&input),
+            n,
+            out,
+            window,
+            relu,
+            &mut scratch[..need],
+            threads,
+        );
+        *self.scratch = scratch;
+        self.finish(start, || {
+            let (conv, (k, s, _)) = (layer.params(), window);
+            let [c, h, w] = dst.shape;
+            format!(
+                "{} + max pool {k}x{k}/{s}: {}x{}/{} {}->{c} to {h}x{w} (Direct to blocked, pooled)",
+                layer.name(),
+                conv.kernel,
+                conv.kernel,
+                conv.stride,
+                conv.in_channels,
+            )
+        });
+    }
+
     /// `dst = relu?(bn(src))` for a batch norm that could not be folded.
     pub fn affine(&mut self, bn: &Affine, src: Src, dst: Slot, relu: bool) {
         let start = self.start();

@@ -506,6 +506,11 @@ fn blocked_stem_and_pool_stay_inside_their_tensors() {
                 let dim = (batch, cout, oh, ow);
                 max_pool2d_blocked(gout.slice(), dim, gpool.slice_mut(), (3, 2, 1), 2);
                 assert_eq!(bits(gpool.slice()), bits(&want_pool), "pool {what}");
+                let mut gpool = Guarded::new(&vec![f32::NAN; want_pool.len()], flush);
+                let mut gwork = Guarded::zeros(stem.pooled_workspace_len(2, 3), flush);
+                let (pooled, work) = (gpool.slice_mut(), gwork.slice_mut());
+                stem.forward_pooled(gx.slice(), batch, pooled, (3, 2, 1), true, work, 2);
+                assert_eq!(bits(gpool.slice()), bits(&want_pool), "stem pooled {what}");
             }
         }
     }

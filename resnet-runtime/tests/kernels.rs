@@ -1043,6 +1043,54 @@ fn blocked_stem_matches_f64_reference_and_agrees_bit_for_bit() {
     }
 }
 
+/// The stem with its pool fused (the stem's rows pooled from a ring of
+/// rows) gives the bits of the two steps apart, on every instruction set
+/// and thread count.
+#[test]
+fn the_stem_pooled_in_one_pass_gives_the_two_steps_bits() {
+    let mut rng = Rng::seeded(16);
+    for (side, window) in [
+        (64, (3, 2, 1)),
+        (37, (3, 2, 1)),
+        (30, (2, 2, 0)),
+        (19, (3, 1, 1)),
+    ] {
+        let p = ConvParams::same((3, 32), 7, 2, (side, side + 3));
+        let batch = 2;
+        let (oh, ow) = p.out_hw();
+        let x = rng.array((batch, 3, p.in_h, p.in_w));
+        let w = rng.array((32, 3, 7, 7));
+        let bias: Array1<f32> = rng.array(32);
+        let (k, s, pad) = window;
+        let (ph, pw) = ((oh + 2 * pad - k) / s + 1, (ow + 2 * pad - k) / s + 1);
+        let x = x.as_slice().unwrap();
+        for isa in Isa::supported() {
+            let stem = BlockedStem::new(isa, p, w.view(), Some(bias.view()));
+            let mut mid = vec![f32::NAN; batch * 32 * oh * ow];
+            stem.forward(
+                x,
+                batch,
+                &mut mid,
+                true,
+                &mut vec![0.0; stem.workspace_len()],
+                2,
+            );
+            let mut want = vec![f32::NAN; batch * 32 * ph * pw];
+            max_pool2d_blocked(&mid, (batch, 32, oh, ow), &mut want, window, 2);
+            for threads in 1..=3 {
+                let mut got = vec![f32::NAN; want.len()];
+                let mut workspace = vec![f32::NAN; stem.pooled_workspace_len(threads, k)];
+                stem.forward_pooled(x, batch, &mut got, window, true, &mut workspace, threads);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{isa:?} {p:?} pool {window:?}, {threads} threads");
+            }
+        }
+    }
+}
+
 /// Max pooling into blocked output, from an NCHW stem's output or a
 /// blocked one, gives the NCHW pool's bits, interleaved: NaNs skipped and
 /// signed zeros kept in the same order, on every thread count.

@@ -135,7 +135,7 @@ fn max_pool2d_blocked_on(
     x: &[f32],
     dim: (usize, usize, usize, usize),
     out: &mut [f32],
-    (kernel, stride, padding): (usize, usize, usize),
+    window: (usize, usize, usize),
     threads: usize,
 ) {
     use super::blocked::BLOCK;
@@ -145,8 +145,8 @@ fn max_pool2d_blocked_on(
         "{c} channels do not split into blocks of {BLOCK}"
     );
     assert_eq!(x.len(), n * c * h * w, "a blocked tensor of {dim:?}");
-    let pool = MaxPool::new(Isa::Portable, (h, w), (kernel, stride, padding));
-    let (oh, ow) = pool.out_hw;
+    let pool = BlockedPool::new(isa, (h, w), window);
+    let (oh, ow) = pool.out_hw();
     assert_eq!(
         out.len(),
         n * c * oh * ow,
@@ -155,7 +155,6 @@ fn max_pool2d_blocked_on(
     let rows = n * c / BLOCK * oh;
     let threads = threads.clamp(1, rows);
     let out = SendPtr(out.as_mut_ptr());
-    let avx512 = isa == Isa::Avx512;
     on_each(threads, |t| {
         for row in t * rows / threads..(t + 1) * rows / threads {
             let (plane, oy) = (row / oh, row % oh);
@@ -163,32 +162,74 @@ fn max_pool2d_blocked_on(
             // SAFETY: output row `row` of the blocked output is this thread's alone.
             let out =
                 unsafe { std::slice::from_raw_parts_mut(out.add(row * ow * BLOCK).0, ow * BLOCK) };
-            let ys = pool.window(oy, h);
-            #[cfg(target_arch = "x86_64")]
-            if avx512 {
-                // SAFETY: the CPU has AVX-512F (`Isa::best`); the plane
-                // holds `h x w` pixels of 16 floats, the row `ow`.
-                unsafe { x86::max_pool_blocked_row(plane, w, ys, &pool, out) };
-                continue;
-            }
-            for (ox, out) in out.chunks_exact_mut(BLOCK).enumerate() {
-                let mut m = [f32::NEG_INFINITY; BLOCK];
-                for x in pool.window(ox, w) {
-                    let mut column = [f32::NEG_INFINITY; BLOCK];
-                    for y in ys.clone() {
-                        let pixel = &plane[(y * w + x) * BLOCK..][..BLOCK];
-                        for (c, &v) in column.iter_mut().zip(pixel) {
-                            *c = max(*c, v);
-                        }
-                    }
-                    for (m, c) in m.iter_mut().zip(column) {
-                        *m = max(*m, c);
-                    }
-                }
-                out.copy_from_slice(&m);
-            }
+            // SAFETY: the plane holds `h` rows of `w` pixels.
+            unsafe { pool.row(oy, |y| plane[y * w * BLOCK..].as_ptr(), out) };
         }
     });
+}
+
+/// Max pooling of one block of 16 channels, a row at a time, each row of
+/// input wherever it lies: the rows of [`max_pool2d_blocked`] and of the
+/// stem's fused pass.
+pub(crate) struct BlockedPool {
+    pool: MaxPool,
+    avx512: bool,
+}
+
+impl BlockedPool {
+    /// The pool of `(kernel, stride, padding)` windows over `(h, w)` planes.
+    pub(crate) fn new(isa: Isa, hw: (usize, usize), window: (usize, usize, usize)) -> Self {
+        BlockedPool {
+            pool: MaxPool::new(Isa::Portable, hw, window),
+            avx512: isa == Isa::Avx512,
+        }
+    }
+
+    /// Output rows and columns.
+    pub(crate) fn out_hw(&self) -> (usize, usize) {
+        self.pool.out_hw
+    }
+
+    /// The input rows output row `oy` reads.
+    pub(crate) fn rows(&self, oy: usize) -> Range<usize> {
+        self.pool.window(oy, self.pool.in_hw.0)
+    }
+
+    /// Output row `oy` into `out` (its pixels of 16 floats), input row `y`
+    /// starting at `row(y)`: each pixel's vector the max over its window's
+    /// columns of the max over their rows, in [`max_pool2d`]'s order.
+    ///
+    /// # Safety
+    /// `row(y)` is valid for the row's `w` pixels of 16 floats, for each
+    /// `y` in [`BlockedPool::rows`]`(oy)`.
+    pub(crate) unsafe fn row(&self, oy: usize, row: impl Fn(usize) -> *const f32, out: &mut [f32]) {
+        use super::blocked::BLOCK;
+        let (ys, w) = (self.rows(oy), self.pool.in_hw.1);
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: the CPU has AVX-512F (checked when built); the rows
+            // as the caller vouches.
+            unsafe { x86::max_pool_blocked_row(row, w, ys, &self.pool, out) };
+            return;
+        }
+        for (ox, out) in out.chunks_exact_mut(BLOCK).enumerate() {
+            let mut m = [f32::NEG_INFINITY; BLOCK];
+            for x in self.pool.window(ox, w) {
+                let mut column = [f32::NEG_INFINITY; BLOCK];
+                for y in ys.clone() {
+                    // SAFETY: pixel `x` of row `y` (the caller's contract).
+                    let pixel = unsafe { std::slice::from_raw_parts(row(y).add(x * BLOCK), BLOCK) };
+                    for (c, &v) in column.iter_mut().zip(pixel) {
+                        *c = max(*c, v);
+                    }
+                }
+                for (m, c) in m.iter_mut().zip(column) {
+                    *m = max(*m, c);
+                }
+            }
+            out.copy_from_slice(&m);
+        }
+    }
 }
 
 /// Floats of scratch [`max_pool2d_to_blocked`] needs with `threads`
@@ -605,25 +646,24 @@ mod x86 {
     /// ties it), so the bits are the same.
     ///
     /// # Safety
-    /// The CPU supports AVX-512F; `plane` holds `rows` (inside the plane)
-    /// of `w` pixels of 16 floats.
+    /// The CPU supports AVX-512F; `row(y)` holds `w` pixels of 16 floats
+    /// for each `y` in `rows`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn max_pool_blocked_row(
-        plane: &[f32],
+        row: impl Fn(usize) -> *const f32,
         w: usize,
         rows: Range<usize>,
         pool: &MaxPool,
         out: &mut [f32],
     ) {
         let lowest = _mm512_set1_ps(f32::NEG_INFINITY);
-        let plane = plane.as_ptr();
         for (ox, out) in out.chunks_exact_mut(16).enumerate() {
             let mut m = lowest;
             for x in pool.window(ox, w) {
                 let mut column = lowest;
                 for y in rows.clone() {
-                    // SAFETY: pixel `(y, x)` lies in the plane (the caller's contract).
-                    let v = unsafe { _mm512_loadu_ps(plane.add((y * w + x) * 16)) };
+                    // SAFETY: pixel `x` of row `y` (the caller's contract).
+                    let v = unsafe { _mm512_loadu_ps(row(y).add(x * 16)) };
                     column = _mm512_max_ps(v, column);
                 }
                 m = _mm512_max_ps(column, m);

@@ -17,6 +17,7 @@ use crate::kernels::conv::ConvParams;
 use crate::kernels::direct::SplitInput;
 use crate::kernels::gemm::{Isa, SendPtr};
 use crate::kernels::parallel::on_each;
+use crate::kernels::pool::BlockedPool;
 use ndarray::{ArrayView1, ArrayView4};
 
 /// Output pixels a tile on AVX-512 (28 accumulators of 32 channels).
@@ -129,20 +130,111 @@ impl BlockedStem {
                     // SAFETY: row `oy` of this image's output is this
                     // thread's; the copy holds every tap of the row's
                     // pixels (`SplitInput` pads a tile's width past it).
-                    unsafe { self.row(copy, oy, out, relu) };
+                    unsafe {
+                        let to = out.add(oy * ow * BLOCK);
+                        self.row(copy, oy, (to, oh * ow * BLOCK), relu);
+                    }
                 }
             });
         }
     }
 
-    /// Output row `oy` of one image, every panel, tile by tile.
+    /// Floats of workspace [`BlockedStem::forward_pooled`] needs with
+    /// `threads` threads and a pool of `kernel x kernel` windows: the split
+    /// copy, and each thread's last `kernel` rows of the stem's output.
+    pub fn pooled_workspace_len(&self, threads: usize, kernel: usize) -> usize {
+        let ow = self.params.out_hw().1;
+        self.workspace_len() + threads.max(1) * kernel * self.params.out_channels * ow
+    }
+
+    /// [`BlockedStem::forward`] followed by max pooling over `(kernel,
+    /// stride, padding)` windows, `out` the pool's blocked output: each
+    /// thread computes the stem's rows its share of pooled rows reads into
+    /// a ring of `kernel` rows, which it pools while they are in cache, so
+    /// the stem's output never reaches memory. The same bits as the two
+    /// steps apart. Allocates nothing.
     ///
-    /// # Safety
-    /// `out` holds the image's blocked output, whose row `oy` no other
-    /// thread writes; `copy` is its split input.
-    unsafe fn row(&self, copy: &[f32], oy: usize, out: SendPtr, relu: bool) {
+    /// # Panics
+    /// If a slice's length does not match `n` images, or the workspace
+    /// (see [`BlockedStem::pooled_workspace_len`]) is short.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_pooled(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        window: (usize, usize, usize),
+        relu: bool,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
         let p = &self.params;
         let (oh, ow) = p.out_hw();
+        let pool = BlockedPool::new(self.isa, (oh, ow), window);
+        let (ph, pw) = pool.out_hw();
+        let in_len = p.in_channels * p.in_h * p.in_w;
+        let out_len = p.out_channels * ph * pw;
+        assert_eq!(x.len(), n * in_len, "input of {n} images of {p:?}");
+        assert_eq!(
+            out.len(),
+            n * out_len,
+            "pooled output of {n} images of {p:?}"
+        );
+        let threads = threads.clamp(1, ph);
+        let kernel = window.0;
+        assert!(
+            workspace.len() >= self.pooled_workspace_len(threads, kernel),
+            "workspace of {} floats for the stem and its pool",
+            workspace.len()
+        );
+        let (copy, rings) = workspace.split_at_mut(self.workspace_len());
+        let ring_row = p.out_channels * ow;
+        let rings = SendPtr(rings.as_mut_ptr());
+        for (x, out) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
+            self.split.fill(p, x, self.isa, copy);
+            let (copy, out) = (&*copy, SendPtr(out.as_mut_ptr()));
+            on_each(threads, |t| {
+                // SAFETY: each thread has its own `kernel` rows of the rings.
+                let ring = unsafe { rings.add(t * kernel * ring_row) };
+                // Stem row `y` lives in ring row `y % kernel`, blocks `ow`
+                // pixels apart.
+                let at = |y: usize| (y % kernel) * ring_row;
+                let mut next = None;
+                for py in t * ph / threads..(t + 1) * ph / threads {
+                    let rows = pool.rows(py);
+                    for y in next.map_or(rows.start, |n: usize| n.max(rows.start))..rows.end {
+                        // SAFETY: ring row `y % kernel` is this thread's; no
+                        // row the pool still reads is overwritten (a window
+                        // spans at most `kernel` rows); the copy as in
+                        // `forward`.
+                        unsafe { self.row(copy, y, (ring.add(at(y)), ow * BLOCK), relu) };
+                    }
+                    next = Some(rows.end);
+                    for b in 0..p.out_channels / BLOCK {
+                        // SAFETY: pooled row `py` of block `b` is this
+                        // thread's; its input rows lie in the ring (above).
+                        unsafe {
+                            let to = out.add(((b * ph + py) * pw) * BLOCK).0;
+                            let to = std::slice::from_raw_parts_mut(to, pw * BLOCK);
+                            let row = |y: usize| ring.add(at(y) + b * ow * BLOCK).0.cast_const();
+                            pool.row(py, row, to);
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Output row `oy` of one image, every panel, tile by tile, into
+    /// `(to, block)`: the row's first pixel of the first output block, and
+    /// the floats from one block to the next.
+    ///
+    /// # Safety
+    /// `to` holds the row's `ow` pixels of every block, which no other
+    /// thread writes; `copy` is the image's split input.
+    unsafe fn row(&self, copy: &[f32], oy: usize, (to, block): (SendPtr, usize), relu: bool) {
+        let p = &self.params;
+        let ow = p.out_hw().1;
         let steps = self.offsets.len();
         let mut ox = 0;
         while ox < ow {
@@ -158,10 +250,10 @@ impl BlockedStem {
                     w: self.weights[o0 * steps..][..width * steps].as_ptr(),
                     width,
                     bias: self.bias[o0..][..width].as_ptr(),
-                    // SAFETY: pixel `(oy, ox)` of block `o0 / 16` lies in
-                    // the image's output (the caller's contract).
-                    out: unsafe { out.add(((o0 / BLOCK * oh + oy) * ow + ox) * BLOCK).0 },
-                    out_block: oh * ow * BLOCK,
+                    // SAFETY: pixel `ox` of block `o0 / 16` lies in the
+                    // row (the caller's contract).
+                    out: unsafe { to.add(o0 / BLOCK * block + ox * BLOCK).0 },
+                    out_block: block,
                     relu,
                 };
                 // SAFETY: the tile's `px` pixels, at every step, lie in the
