@@ -180,6 +180,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
     let layout = |layout: Layout| match layout {
         Layout::Planar => format_ident!("Planar"),
         Layout::Blocked => format_ident!("Blocked"),
+        Layout::BlockedPadded => format_ident!("BlockedPadded"),
     };
     for (step, &step_layout) in steps.iter().zip(layouts) {
         let input_shape = node(step.input).shape;
@@ -223,13 +224,9 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                     .zip(layouts)
                     .find(|(s, _)| s.output == step.input)
                     .map_or(Layout::Planar, |(_, &l)| l);
-                let l = match (input_layout, step_layout) {
-                    (Layout::Planar, Layout::Planar) => format_ident!("Planar"),
-                    (Layout::Planar, Layout::Blocked) => format_ident!("PlanarToBlocked"),
-                    (Layout::Blocked, Layout::Blocked) => format_ident!("Blocked"),
-                    (Layout::Blocked, Layout::Planar) => format_ident!("BlockedToPlanar"),
-                };
-                random.push(quote!(#f: #private::ConvLayer::random(&mut rng, #conv_name, Self::#p, #with_bn, #private::ConvLayout::#l)));
+                let (li, lo) = (layout(input_layout), layout(step_layout));
+                let l = quote!(ConvLayout { input: Layout::#li, output: Layout::#lo });
+                random.push(quote!(#f: #private::ConvLayer::random(&mut rng, #conv_name, Self::#p, #with_bn, #l)));
                 let bn_name = match bn {
                     Some(b) => {
                         let b = &node(b).name;
@@ -237,7 +234,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
                     }
                     None => quote!(None),
                 };
-                load.push(quote!(#f: loader.conv(#conv_name, #bn_name, Self::#p, #private::ConvLayout::#l)));
+                load.push(quote!(#f: loader.conv(#conv_name, #bn_name, Self::#p, #l)));
                 let (input, out) = (src(step.input), step_slot(graph, step));
                 let residual = match step.residual {
                     Some(r) => {
@@ -401,6 +398,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
             /// Random weights as torchvision initialises them (Kaiming-normal
             /// convolutions, identity batch norms), from `seed`.
             pub fn new_random(seed: u64) -> Self {
+                use #private::{ConvLayout, Layout};
                 let mut rng = #private::Rng::new(seed);
                 Self { #(#random,)* }
             }
@@ -425,6 +423,7 @@ pub fn network(model: &Model, doc: &[String]) -> TokenStream {
             /// Every layer from `loader`, then its verdict.
             fn from_loader(mut loader: #private::Loader<'_>) -> #private::core::result::Result<Self, #private::WeightsError> {
                 use #private::core::option::Option::{#(#load_options),*};
+                use #private::{ConvLayout, Layout};
                 let model = Self { #(#load,)* };
                 loader.finish()?;
                 #private::core::result::Result::Ok(model)

@@ -113,7 +113,7 @@ fn compile(def: ModelDef) -> syn::Result<Model> {
         .map_err(|e| spec_loc.error(format!("internal error while fusing layers: {e}")))?;
     let layouts = passes::layouts(&graph, &steps);
     let (steps, layouts) = passes::fuse_stem_pool(steps, layouts);
-    let plan = passes::plan(&steps);
+    let plan = passes::plan(&steps, &layouts);
     Ok(Model {
         attrs,
         vis,

@@ -232,9 +232,16 @@ pub struct Plan {
 /// output, writes its output over the residual, in place (`Exec::conv`
 /// sees the two slots are one): a chain of residual blocks runs in one
 /// buffer, and their adds read no tensor besides the one they write.
-pub fn plan(steps: &[Step]) -> Plan {
-    let size = |v: NodeId| match steps.iter().find(|s| s.output == v) {
-        Some(step) => step.shape.c * step.shape.h * step.shape.w,
+pub fn plan(steps: &[Step], layouts: &[Layout]) -> Plan {
+    // Floats a value takes: a padded one's planes are 2 wider each way.
+    let size = |v: NodeId| match steps.iter().position(|s| s.output == v) {
+        Some(i) => {
+            let (shape, border) = (
+                steps[i].shape,
+                2 * usize::from(layouts[i] == Layout::BlockedPadded),
+            );
+            shape.c * (shape.h + border) * (shape.w + border)
+        }
         None => 0,
     };
     // The last step that reads a value; the backbone's output, which no
@@ -304,6 +311,9 @@ pub enum Layout {
     /// (Winograd with whole-vector transforms, 1x1 layers that stream their
     /// input) run fastest on.
     Blocked,
+    /// Blocked with a one-pixel border of zeros around each plane: what a
+    /// padded, strided layer reads without copying (see [`layouts`]).
+    BlockedPadded,
 }
 
 /// The narrowest output the blocked layers run faster than NCHW ones: at
@@ -399,10 +409,42 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
             .iter()
             .zip(&layouts[pool + 1..])
             .all(takes);
-    match blocked {
-        true => layouts,
-        false => planar,
+    if !blocked {
+        return planar;
     }
+    // A strided padded layer (which Winograd does not take) reads its input
+    // without a copy where that input comes padded: from a 1x1 layer it
+    // alone reads, which then writes the border of zeros too.
+    let mut layouts = layouts;
+    for step in steps {
+        let StepKind::Conv { conv, .. } = step.kind else {
+            continue;
+        };
+        let Op::Conv(c) = graph.nodes[conv].op else {
+            continue;
+        };
+        let Some(producer) = steps.iter().position(|s| s.output == step.input) else {
+            continue;
+        };
+        let from_1x1 = match steps[producer].kind {
+            StepKind::Conv {
+                conv, pool: None, ..
+            } => {
+                matches!(graph.nodes[conv].op, Op::Conv(p) if p.kernel == 1 && p.stride == 1)
+            }
+            _ => false,
+        };
+        let padded = c.padding == 1
+            && c.stride > 1
+            && layouts[producer] == Layout::Blocked
+            && from_1x1
+            && steps[producer].residual.is_none()
+            && read_by(step.input) == 1;
+        if padded {
+            layouts[producer] = Layout::BlockedPadded;
+        }
+    }
+    layouts
 }
 
 /// A blocked network's stem and the max pool after it as one step (the
@@ -502,7 +544,7 @@ pub(crate) mod tests {
         let g =
             graph("pub N<stages: [3], widths: [4], stem: cifar, input: [1, 8, 8], classes: none>");
         let steps = schedule(fuse(&g).unwrap()).unwrap();
-        let plan = plan(&steps);
+        let plan = plan(&steps, &vec![Layout::Planar; steps.len()]);
         // conv1 then 3 blocks of 2 convolutions: at most two values are alive
         // at once (a block's input and its middle), as each block's second
         // convolution writes over its input, the residual it adds.
@@ -516,7 +558,10 @@ pub(crate) mod tests {
             })
             .count();
         assert_eq!(in_place, 3, "each block's add runs in place");
-        assert_eq!(shared_memory(&steps, &plan), None);
+        assert_eq!(
+            shared_memory(&steps, &vec![Layout::Planar; steps.len()], &plan),
+            None
+        );
     }
 
     /// The names of the convolutions each layout pair covers.
@@ -542,7 +587,7 @@ pub(crate) mod tests {
 
     #[test]
     fn imagenet_networks_run_blocked_from_the_stem_to_their_28x28_stage() {
-        use Layout::{Blocked, Planar};
+        use Layout::{Blocked, BlockedPadded, Planar};
         for spec in [
             "pub N<stages: [3, 4, 6, 3], bottleneck: true>",
             "pub N<stages: [2, 2, 2, 2]>",
@@ -551,11 +596,16 @@ pub(crate) mod tests {
             for (name, input, output) in conv_layouts(spec) {
                 let want = match name.as_str() {
                     "conv1" => (Planar, Blocked),
+                    // A bottleneck's strided conv2 reads its conv1's output
+                    // padded; a basic block's strided conv1 reads the block's
+                    // input, which others read too.
+                    "layer2.0.conv1" if bottleneck => (Blocked, BlockedPadded),
+                    "layer2.0.conv2" if bottleneck => (BlockedPadded, Blocked),
                     n if n.starts_with("layer1") || n.starts_with("layer2") => (Blocked, Blocked),
                     // Into 14x14: bottlenecks stride in conv2, basic blocks in conv1.
                     "layer3.0.downsample.0" => (Blocked, Planar),
-                    "layer3.0.conv1" if bottleneck => (Blocked, Blocked),
-                    "layer3.0.conv2" if bottleneck => (Blocked, Planar),
+                    "layer3.0.conv1" if bottleneck => (Blocked, BlockedPadded),
+                    "layer3.0.conv2" if bottleneck => (BlockedPadded, Planar),
                     "layer3.0.conv1" => (Blocked, Planar),
                     _ => (Planar, Planar),
                 };
@@ -625,7 +675,11 @@ pub(crate) mod tests {
     /// Two values of the plan that are alive at once and overlap in the
     /// arena, other than a convolution's output written in place over the
     /// residual it last reads; `None` if the plan has none.
-    pub(crate) fn shared_memory(steps: &[Step], plan: &Plan) -> Option<(NodeId, NodeId)> {
+    pub(crate) fn shared_memory(
+        steps: &[Step],
+        layouts: &[Layout],
+        plan: &Plan,
+    ) -> Option<(NodeId, NodeId)> {
         let life = |v: NodeId| {
             let def = steps.iter().position(|s| s.output == v).unwrap_or(0);
             let last = steps
@@ -635,10 +689,13 @@ pub(crate) mod tests {
             (def, last.max(def))
         };
         let size = |v: NodeId| {
-            steps
-                .iter()
-                .find(|s| s.output == v)
-                .map_or(0, |s| s.shape.c * s.shape.h * s.shape.w)
+            steps.iter().position(|s| s.output == v).map_or(0, |i| {
+                let (s, border) = (
+                    steps[i].shape,
+                    2 * usize::from(layouts[i] == Layout::BlockedPadded),
+                );
+                s.c * (s.h + border) * (s.w + border)
+            })
         };
         // `b` is written in place over `a`: by the step that reads `a` last,
         // as its residual, at `a`'s offset and size.

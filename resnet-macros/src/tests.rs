@@ -276,11 +276,13 @@ fn random_token_streams_never_panic_and_every_rejection_has_a_span() {
 /// alive at once share arena memory.
 fn check_passes(graph: &crate::ir::Graph) -> Result<(), TestCaseError> {
     use crate::passes::tests::shared_memory;
-    use crate::passes::{fuse, plan, schedule, StepKind};
+    use crate::passes::{fuse, fuse_stem_pool, layouts, plan, schedule, StepKind};
     let steps = fuse(graph)
         .and_then(schedule)
         .map_err(TestCaseError::fail)?;
-    let plan = plan(&steps);
+    let layouts = layouts(graph, &steps);
+    let (steps, layouts) = fuse_stem_pool(steps, layouts);
+    let plan = plan(&steps, &layouts);
     let mut produced = vec![0];
     for step in &steps {
         for value in [Some(step.input), step.residual].into_iter().flatten() {
@@ -301,7 +303,7 @@ fn check_passes(graph: &crate::ir::Graph) -> Result<(), TestCaseError> {
     for &(v, offset) in &plan.offsets {
         prop_assert!(offset + size(v) <= plan.floats);
     }
-    if let Some((a, b)) = shared_memory(&steps, &plan) {
+    if let Some((a, b)) = shared_memory(&steps, &layouts, &plan) {
         return Err(TestCaseError::fail(format!(
             "values {a} and {b} overlap in the arena"
         )));

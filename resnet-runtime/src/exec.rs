@@ -37,11 +37,24 @@ pub enum Layout {
     /// Channel-blocked, `[N][C / 16][H][W][16]`: the 16 channels of a
     /// block together at each pixel ([`crate::kernels::blocked`]).
     Blocked,
+    /// Blocked, with a one-pixel border of zeros around each plane
+    /// (`[N][C / 16][H + 2][W + 2][16]`): the input of a padded layer,
+    /// which then reads it without a copy.
+    BlockedPadded,
 }
 
 impl Slot {
-    fn range(&self, n: usize) -> Range<usize> {
+    /// `[C, H, W]` as stored: a padded slot's planes are 2 wider each way.
+    fn stored(&self) -> [usize; 3] {
         let [c, h, w] = self.shape;
+        match self.layout {
+            Layout::BlockedPadded => [c, h + 2, w + 2],
+            Layout::Planar | Layout::Blocked => [c, h, w],
+        }
+    }
+
+    fn range(&self, n: usize) -> Range<usize> {
+        let [c, h, w] = self.stored();
         self.offset * n..(self.offset + c * h * w) * n
     }
 }
@@ -340,11 +353,11 @@ impl Exec<'_> {
             [src_range, extra.map(|e| e.range(n))],
         );
         let input = match (src, a) {
-            (Src::Arena(s), Some(data)) => view4(data, n, s.shape),
+            (Src::Arena(s), Some(data)) => view4(data, n, s.stored()),
             _ => self.input.view(),
         };
-        let extra = extra.zip(b).map(|(e, data)| view4(data, n, e.shape));
-        (view4_mut(out, n, dst.shape), input, extra)
+        let extra = extra.zip(b).map(|(e, data)| view4(data, n, e.stored()));
+        (view4_mut(out, n, dst.stored()), input, extra)
     }
 
     /// `dst = relu?(conv(src) + residual)`; a residual with fewer channels
@@ -367,8 +380,7 @@ impl Exec<'_> {
         let layout = layer.layout();
         let output = [Some(dst.layout), residual.map(|r| r.layout)];
         assert!(
-            src.layout() == layout.input()
-                && output.iter().flatten().all(|&l| l == layout.output()),
+            src.layout() == layout.input && output.iter().flatten().all(|&l| l == layout.output),
             "{} runs on {layout:?} activations, not {:?} to {output:?}",
             layer.name(),
             src.layout(),
@@ -525,6 +537,9 @@ impl Exec<'_> {
                 max_pool2d_blocked(flat(&input), (n, c, h, w), out, window, threads);
             }
             (Layout::Blocked, Layout::Planar) => panic!("max pooling writes no NCHW from blocks"),
+            (Layout::BlockedPadded, _) | (_, Layout::BlockedPadded) => {
+                panic!("max pooling reads and writes no padded blocks")
+            }
         }
         self.finish(start, || {
             let [c, h, w] = dst.shape;
@@ -563,6 +578,7 @@ impl Exec<'_> {
                     Layout::Blocked => {
                         avg_pool_linear_blocked(x, (n, c, h, w), weight, bias, out, self.scratch)
                     }
+                    Layout::BlockedPadded => panic!("the head reads no padded blocks"),
                 }
             }
         }
@@ -580,6 +596,7 @@ impl Exec<'_> {
                 match s.layout {
                     Layout::Planar => out.assign(&view4(x, n, s.shape)),
                     Layout::Blocked => to_planar(x, out),
+                    Layout::BlockedPadded => panic!("features are never padded blocks"),
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! from torchvision's names or starts from torchvision's random init.
 
 use crate::exec::Layout;
-use crate::kernels::blocked::{BlockedLayer, BlockedStem};
+use crate::kernels::blocked::{BlockedIo, BlockedLayer, BlockedOutput, BlockedStem};
 use crate::kernels::elementwise::{fold_batch_norm_in_place, BN_EPS};
 use crate::kernels::{Conv2d, ConvParams, Isa};
 use crate::weights::{Weights, WeightsError};
@@ -102,37 +102,25 @@ impl BatchNorm {
 pub struct ConvLayer {
     name: Box<str>,
     kernel: ConvKernel,
+    layout: ConvLayout,
 }
 
-/// The layouts a [`ConvLayer`] reads and writes.
+/// The layouts a [`ConvLayer`] reads and writes (its residual is laid out
+/// as its output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvLayout {
-    /// NCHW to NCHW.
-    Planar,
-    /// Blocked to blocked.
-    Blocked,
-    /// Blocked to NCHW: where a network leaves its blocked stages.
-    BlockedToPlanar,
-    /// NCHW to blocked: a network's stem, whose input is the image.
-    PlanarToBlocked,
+pub struct ConvLayout {
+    /// What it reads.
+    pub input: Layout,
+    /// What it writes.
+    pub output: Layout,
 }
 
 impl ConvLayout {
-    /// The layout of the input.
-    pub fn input(self) -> Layout {
-        match self {
-            ConvLayout::Planar | ConvLayout::PlanarToBlocked => Layout::Planar,
-            ConvLayout::Blocked | ConvLayout::BlockedToPlanar => Layout::Blocked,
-        }
-    }
-
-    /// The layout of the output, and of the residual it adds.
-    pub fn output(self) -> Layout {
-        match self {
-            ConvLayout::Planar | ConvLayout::BlockedToPlanar => Layout::Planar,
-            ConvLayout::Blocked | ConvLayout::PlanarToBlocked => Layout::Blocked,
-        }
-    }
+    /// NCHW to NCHW.
+    pub const PLANAR: ConvLayout = ConvLayout {
+        input: Layout::Planar,
+        output: Layout::Planar,
+    };
 }
 
 /// A [`ConvLayer`]'s packed convolution.
@@ -211,24 +199,38 @@ impl ConvLayer {
             )
         });
         let bias = bias.as_ref().map(|b| b.view());
-        let kernel = match layout {
-            ConvLayout::Planar => ConvKernel::Planar(Conv2d::from_weight(p, weight, bias)),
-            ConvLayout::Blocked | ConvLayout::BlockedToPlanar => {
-                assert!(BlockedLayer::fits(&p), "{name} cannot run blocked: {p:?}");
-                let planar_out = layout == ConvLayout::BlockedToPlanar;
-                ConvKernel::Blocked(BlockedLayer::new(p, weight.view(), bias, planar_out))
+        let output = match layout.output {
+            Layout::Planar => BlockedOutput::Planar,
+            Layout::Blocked => BlockedOutput::Blocked,
+            Layout::BlockedPadded => BlockedOutput::Padded,
+        };
+        let kernel = match (layout.input, layout.output) {
+            (Layout::Planar, Layout::Planar) => {
+                ConvKernel::Planar(Conv2d::from_weight(p, weight, bias))
             }
-            ConvLayout::PlanarToBlocked => {
+            (Layout::Planar, Layout::Blocked) => {
                 assert!(
                     BlockedStem::fits(&p),
                     "{name} cannot write blocked output: {p:?}"
                 );
                 ConvKernel::Stem(BlockedStem::new(Isa::best(), p, weight.view(), bias))
             }
+            (Layout::Planar, Layout::BlockedPadded) => {
+                panic!("{name}: a stem writes no padded blocks")
+            }
+            (Layout::Blocked | Layout::BlockedPadded, _) => {
+                assert!(BlockedLayer::fits(&p), "{name} cannot run blocked: {p:?}");
+                let io = BlockedIo {
+                    padded_input: layout.input == Layout::BlockedPadded,
+                    output,
+                };
+                ConvKernel::Blocked(BlockedLayer::new(p, weight.view(), bias, io))
+            }
         };
         ConvLayer {
             name: name.into(),
             kernel,
+            layout,
         }
     }
 
@@ -248,12 +250,7 @@ impl ConvLayer {
 
     /// The layouts it reads and writes.
     pub fn layout(&self) -> ConvLayout {
-        match &self.kernel {
-            ConvKernel::Planar(_) => ConvLayout::Planar,
-            ConvKernel::Blocked(c) if c.planar_out() => ConvLayout::BlockedToPlanar,
-            ConvKernel::Blocked(_) => ConvLayout::Blocked,
-            ConvKernel::Stem(_) => ConvLayout::PlanarToBlocked,
-        }
+        self.layout
     }
 
     /// The packed convolution.
@@ -275,10 +272,16 @@ impl ConvLayer {
     pub fn strategy_for(&self, n: usize) -> String {
         match &self.kernel {
             ConvKernel::Planar(c) => format!("{:?}", c.strategy_for(n)),
-            ConvKernel::Blocked(c) if c.planar_out() => {
-                format!("blocked {:?} to NCHW", c.strategy())
+            ConvKernel::Blocked(c) => {
+                let io = c.io();
+                let from = if io.padded_input { " from padded" } else { "" };
+                let to = match io.output {
+                    BlockedOutput::Blocked => "",
+                    BlockedOutput::Padded => " to padded",
+                    BlockedOutput::Planar => " to NCHW",
+                };
+                format!("blocked {:?}{from}{to}", c.strategy())
             }
-            ConvKernel::Blocked(c) => format!("blocked {:?}", c.strategy()),
             ConvKernel::Stem(_) => "Direct to blocked".into(),
         }
     }
@@ -411,6 +414,7 @@ impl<'a> Loader<'a> {
             || ConvLayer {
                 name: conv.into(),
                 kernel: ConvKernel::Planar(Conv2d::unloaded(p)),
+                layout: ConvLayout::PLANAR,
             },
         )
     }

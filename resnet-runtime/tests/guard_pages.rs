@@ -10,7 +10,9 @@
 #![cfg(unix)]
 
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
-use resnet_runtime::kernels::blocked::{BlockedConv, BlockedLayer, BlockedStem};
+use resnet_runtime::kernels::blocked::{
+    BlockedConv, BlockedIo, BlockedLayer, BlockedOutput, BlockedStem,
+};
 use resnet_runtime::kernels::pool::{
     avg_pool_linear, avg_pool_linear_blocked, avg_pool_linear_scratch, max_pool2d,
     max_pool2d_blocked, max_pool2d_to_blocked, max_pool2d_to_blocked_scratch,
@@ -415,15 +417,42 @@ fn pooling_and_the_head_stay_inside_their_tensors() {
 #[test]
 fn blocked_layers_stay_inside_their_tensors() {
     let same = ConvParams::same;
+    let io = |padded_input, output| BlockedIo {
+        padded_input,
+        output,
+    };
     let cases = [
-        (same((16, 32), 3, 1, (29, 30)), false),
-        (same((32, 16), 3, 1, (9, 13)), false),
-        (same((16, 48), 3, 2, (13, 15)), false),
-        (same((32, 16), 1, 2, (14, 14)), true),
-        (same((16, 16), 3, 2, (28, 28)), true),
+        (
+            same((16, 32), 3, 1, (29, 30)),
+            io(false, BlockedOutput::Blocked),
+        ),
+        (
+            same((32, 16), 3, 1, (9, 13)),
+            io(false, BlockedOutput::Blocked),
+        ),
+        (
+            same((16, 48), 3, 2, (13, 15)),
+            io(false, BlockedOutput::Blocked),
+        ),
+        (
+            same((32, 16), 1, 2, (14, 14)),
+            io(false, BlockedOutput::Planar),
+        ),
+        (
+            same((16, 16), 3, 2, (28, 28)),
+            io(false, BlockedOutput::Planar),
+        ),
+        (
+            same((16, 32), 3, 2, (13, 14)),
+            io(true, BlockedOutput::Blocked),
+        ),
+        (
+            same((32, 16), 1, 1, (11, 9)),
+            io(false, BlockedOutput::Padded),
+        ),
     ];
     for isa in Isa::supported() {
-        for (p, planar_out) in cases {
+        for (p, io) in cases {
             let (batch, (oh, ow), k) = (2, p.out_hw(), p.kernel);
             let weight = Array4::from_shape_vec(
                 (p.out_channels, p.in_channels, k, k),
@@ -431,38 +460,50 @@ fn blocked_layers_stay_inside_their_tensors() {
             )
             .unwrap();
             let bias = Array1::from_vec(values(p.out_channels, 13));
-            let layer =
-                BlockedLayer::with_isa(isa, p, weight.view(), Some(bias.view()), planar_out);
-            let x = values(batch * p.in_channels * p.in_h * p.in_w, 14);
-            let res = values(batch * p.out_channels * oh * ow, 15);
+            let layer = BlockedLayer::with_isa(isa, p, weight.view(), Some(bias.view()), io);
+            let pad = if io.padded_input { 2 * p.padding } else { 0 };
+            let x = values(batch * p.in_channels * (p.in_h + pad) * (p.in_w + pad), 14);
+            let border = if io.output == BlockedOutput::Padded {
+                2
+            } else {
+                0
+            };
+            let out_len = batch * p.out_channels * (oh + border) * (ow + border);
+            let res = values(out_len, 15);
+            // A padded output adds no residual.
+            fn shortcut(res: &[f32], io: BlockedIo, channels: usize) -> Shortcut<'_> {
+                match io.output {
+                    BlockedOutput::Padded => Shortcut::None,
+                    _ => Shortcut::Add(res, channels),
+                }
+            }
             for threads in [1, 2] {
                 let len = layer.workspace_len(threads);
-                let mut want = vec![f32::NAN; res.len()];
-                let shortcut = Shortcut::Add(&res, p.out_channels);
+                let mut want = vec![f32::NAN; out_len];
+                let mut workspace = vec![0.0; len];
                 layer.forward(
                     &x,
                     batch,
                     &mut want,
-                    shortcut,
+                    shortcut(&res, io, p.out_channels),
                     true,
-                    &mut vec![0.0; len],
+                    &mut workspace,
                     threads,
                 );
                 for flush in [Flush::Start, Flush::End] {
                     let (gx, gres) = (Guarded::new(&x, flush), Guarded::new(&res, flush));
-                    let mut gout = Guarded::new(&vec![f32::NAN; res.len()], flush);
+                    let mut gout = Guarded::new(&vec![f32::NAN; out_len], flush);
                     let mut gwork = Guarded::zeros(len, flush);
-                    let shortcut = Shortcut::Add(gres.slice(), p.out_channels);
                     layer.forward(
                         gx.slice(),
                         batch,
                         gout.slice_mut(),
-                        shortcut,
+                        shortcut(gres.slice(), io, p.out_channels),
                         true,
                         gwork.slice_mut(),
                         threads,
                     );
-                    let what = format!("{isa:?} {p:?}, {threads} threads, flush {flush:?}");
+                    let what = format!("{isa:?} {p:?} {io:?}, {threads} threads, flush {flush:?}");
                     assert_eq!(bits(gout.slice()), bits(&want), "{what}");
                 }
             }

@@ -4,7 +4,8 @@
 
 use ndarray::{s, Array, Array1, Array2, Array4, ArrayView2, ArrayView4, Dimension, ShapeBuilder};
 use resnet_runtime::kernels::blocked::{
-    to_blocked, to_planar, BlockedConv, BlockedLayer, BlockedStem, BlockedStrategy,
+    to_blocked, to_planar, BlockedConv, BlockedIo, BlockedLayer, BlockedOutput, BlockedStem,
+    BlockedStrategy,
 };
 use resnet_runtime::kernels::elementwise::{channel_affine, fold_batch_norm, subsample, BN_EPS};
 use resnet_runtime::kernels::pool::{
@@ -862,7 +863,7 @@ fn blocked_convolutions_on_nchw_agree_bit_for_bit_across_isas() {
 #[test]
 fn blocked_layers_match_f64_reference_and_agree_bit_for_bit() {
     let mut rng = Rng::seeded(11);
-    for case in 0..24 {
+    for case in 0..30 {
         let (kernel, stride, padding) = [
             (3, 1, 1),
             (3, 1, 1),
@@ -887,8 +888,21 @@ fn blocked_layers_match_f64_reference_and_agree_bit_for_bit() {
             in_h: side,
             in_w: side + rng.int(0, 5),
         };
-        let planar_out = case % 5 == 2;
-        let shortcut = case % 3; // 0: none, 1: another tensor, 2: in place
+        let io = BlockedIo {
+            // An input that comes with the layer's one-pixel padding.
+            padded_input: padding == 1 && case % 4 == 2,
+            output: match case % 5 {
+                2 => BlockedOutput::Planar,
+                4 => BlockedOutput::Padded,
+                _ => BlockedOutput::Blocked,
+            },
+        };
+        // 0: none, 1: another tensor, 2: in place; a padded output adds none.
+        let shortcut = if io.output == BlockedOutput::Padded {
+            0
+        } else {
+            case % 3
+        };
         let batch = rng.int(1, 3);
         let (oh, ow) = p.out_hw();
         let x = rng.array((batch, p.in_channels, p.in_h, p.in_w));
@@ -907,31 +921,31 @@ fn blocked_layers_match_f64_reference_and_agree_bit_for_bit() {
             residual.view(),
             relu,
         );
-        let bx = {
-            let mut out = vec![0.0; x.len()];
-            to_blocked(x.view(), &mut out);
-            out
+        let bx = match io.padded_input {
+            true => padded_blocks(x.view()),
+            false => blocks(x.view()),
         };
         // The residual as the output is laid out.
-        let res = match (shortcut, planar_out) {
+        let res = match (shortcut, io.output) {
             (0, _) => Vec::new(),
-            (_, true) => residual.iter().copied().collect(),
-            (_, false) => {
-                let mut out = vec![0.0; residual.len()];
-                to_blocked(residual.view(), &mut out);
-                out
-            }
+            (_, BlockedOutput::Planar) => residual.iter().copied().collect(),
+            _ => blocks(residual.view()),
         };
-        let layer = BlockedLayer::new(p, w.view(), Some(bias.view()), planar_out);
+        let layer = BlockedLayer::new(p, w.view(), Some(bias.view()), io);
         let what = format!(
-            "{p:?} batch {batch}, {:?}, shortcut {shortcut}, planar {planar_out}",
+            "{p:?} batch {batch}, {:?}, shortcut {shortcut}, {io:?}",
             layer.strategy()
         );
         let run = |isa, threads| {
-            let layer = BlockedLayer::with_isa(isa, p, w.view(), Some(bias.view()), planar_out);
+            let layer = BlockedLayer::with_isa(isa, p, w.view(), Some(bias.view()), io);
+            let border = if io.output == BlockedOutput::Padded {
+                2
+            } else {
+                0
+            };
             let mut out = match shortcut {
                 2 => res.clone(),
-                _ => vec![f32::NAN; batch * p.out_channels * oh * ow],
+                _ => vec![f32::NAN; batch * p.out_channels * (oh + border) * (ow + border)],
             };
             let shortcut = match shortcut {
                 0 => Shortcut::None,
@@ -948,12 +962,11 @@ fn blocked_layers_match_f64_reference_and_agree_bit_for_bit() {
                 &mut workspace,
                 threads,
             );
-            if planar_out {
-                Array4::from_shape_vec((batch, p.out_channels, oh, ow), out).unwrap()
-            } else {
-                let mut planar = Array4::from_elem((batch, p.out_channels, oh, ow), f32::NAN);
-                to_planar(&out, planar.view_mut());
-                planar
+            let dim = (batch, p.out_channels, oh, ow);
+            match io.output {
+                BlockedOutput::Planar => Array4::from_shape_vec(dim, out).unwrap(),
+                BlockedOutput::Blocked => planar(&out, dim),
+                BlockedOutput::Padded => planar(&unpadded_blocks(&out, dim, &what), dim),
             }
         };
         // Winograd spreads a tile's roundings over its outputs (see the
@@ -967,6 +980,42 @@ fn blocked_layers_match_f64_reference_and_agree_bit_for_bit() {
         };
         assert_portable_close_and_others_equal((&want, &scale, tol), &what, run);
     }
+}
+
+/// `x` blocked.
+fn blocks(x: ArrayView4<f32>) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    to_blocked(x, &mut out);
+    out
+}
+
+/// `x` blocked, each plane inside a one-pixel border of zeros.
+fn padded_blocks(x: ArrayView4<f32>) -> Vec<f32> {
+    let (n, c, h, w) = x.dim();
+    let mut padded = Array4::zeros((n, c, h + 2, w + 2));
+    padded.slice_mut(s![.., .., 1..=h, 1..=w]).assign(&x);
+    // Blocking the padded planes gives the padded blocked layout.
+    blocks(padded.view())
+}
+
+/// The inside of padded blocked planes of `dim` (unpadded), after checking
+/// that their borders are zeros.
+fn unpadded_blocks(x: &[f32], (n, c, h, w): (usize, usize, usize, usize), what: &str) -> Vec<f32> {
+    let mut planar = Array4::from_elem((n, c, h + 2, w + 2), f32::NAN);
+    to_planar(x, planar.view_mut());
+    for ((_, _, y, x), &v) in planar.indexed_iter() {
+        if y == 0 || x == 0 || y == h + 1 || x == w + 1 {
+            assert_eq!(v.to_bits(), 0, "{what}: a border of zeros");
+        }
+    }
+    blocks(planar.slice(s![.., .., 1..=h, 1..=w]))
+}
+
+/// Blocked `x` of `dim` as an NCHW array.
+fn planar(x: &[f32], dim: (usize, usize, usize, usize)) -> Array4<f32> {
+    let mut out = Array4::from_elem(dim, f32::NAN);
+    to_planar(x, out.view_mut());
+    out
 }
 
 /// The head on a blocked input matches the NCHW head.

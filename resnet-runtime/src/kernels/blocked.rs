@@ -86,6 +86,30 @@ fn for_each_place(dim: (usize, usize, usize, usize), len: usize, mut f: impl FnM
     }
 }
 
+/// Where a blocked convolution's input and output lie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BlockedIo {
+    /// The input already has the layer's zero padding around each plane
+    /// (`[N][C / 16][H + 2p][W + 2p][16]`), so nothing is copied.
+    pub padded_input: bool,
+    /// The layout of the output (and of its residual).
+    pub output: BlockedOutput,
+}
+
+/// The layout a blocked convolution writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BlockedOutput {
+    /// `[N][C / 16][H][W][16]`.
+    #[default]
+    Blocked,
+    /// Blocked with a one-pixel border of zeros around each plane
+    /// (`[N][C / 16][H + 2][W + 2][16]`), for a padded layer to read
+    /// without a copy.
+    Padded,
+    /// NCHW.
+    Planar,
+}
+
 /// The narrowest output rows [`ConvStrategy::Blocked`](super::ConvStrategy::Blocked)
 /// is chosen for: two AVX-512 tiles. In the network, ResNet-50's strided
 /// 3x3 layer to 28x28 is 8 to 11% faster than the patch GEMM at batch 1
@@ -200,16 +224,19 @@ impl BlockedConv {
     /// What every tile of a call shares, reading an input of
     /// `(in_h, in_w)` pixels (padded or not) and writing blocked or
     /// planar output.
-    fn plan(&self, (in_h, in_w): (usize, usize), planar: bool) -> Plan {
+    fn plan(&self, (in_h, in_w): (usize, usize), planar: bool, padded_out: bool) -> Plan {
         let p = &self.params;
         let (oh, ow) = p.out_hw();
         let px = self.tile_len();
         // A 1x1 stride-1 layer's tiles run along the image, others' within
         // an output row; output rows of half a tile pair up, and a tile
-        // then reads the second row's pixels from one jump further on.
-        let flat = p.kernel == 1 && p.stride == 1 && in_w == ow;
+        // then reads the second row's pixels from one jump further on. A
+        // padded output's rows are apart, so its tiles keep to a row.
+        let flat = p.kernel == 1 && p.stride == 1 && in_w == ow && !padded_out;
         let per_row = if flat { oh * ow } else { ow };
-        let pair = !flat && 2 * ow == px;
+        let pair = !flat && !padded_out && 2 * ow == px;
+        let border = usize::from(padded_out);
+        let (out_h, out_w) = (oh + 2 * border, ow + 2 * border);
         let tiles_per_row = per_row.div_ceil(px);
         let rows = oh * ow / per_row;
         Plan {
@@ -231,9 +258,11 @@ impl BlockedConv {
                 (in_w - ow) * p.stride * BLOCK
             },
             in_len: p.in_channels * in_h * in_w,
-            out_len: p.out_channels * oh * ow,
+            out_len: p.out_channels * out_h * out_w,
             x_plane: BLOCK * in_h * in_w,
-            out_block: BLOCK * oh * ow,
+            out_block: BLOCK * out_h * out_w,
+            out_row: out_w,
+            out_first: border * out_w + border,
             out_px: if planar { 1 } else { BLOCK },
             planar,
         }
@@ -256,7 +285,7 @@ impl BlockedConv {
     ) {
         let p = &self.params;
         assert_eq!(p.padding, 0, "a blocked input is not padded: {p:?}");
-        let plan = self.plan((p.in_h, p.in_w), false);
+        let plan = self.plan((p.in_h, p.in_w), false, false);
         assert_eq!(x.len(), n * plan.in_len, "input of {n} images of {p:?}");
         assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
         let shortcut = match residual {
@@ -270,16 +299,16 @@ impl BlockedConv {
     }
 
     /// As [`BlockedConv::forward`], for a convolution that may pad its
-    /// input, and with the output (and its residual) blocked or, with
-    /// `planar_out`, NCHW: a padded input is first copied, image by image
-    /// and zero-padded, into `workspace` ([`BlockedConv::workspace_len`]);
-    /// with [`Shortcut::InPlace`] the residual is what `out` holds on
-    /// entry. Allocates nothing.
+    /// input, with the input and output as `io` says: a padded input that
+    /// is not already padded is first copied, image by image and
+    /// zero-padded, into `workspace` ([`BlockedConv::workspace_len`]); a
+    /// padded output gets its border of zeros. With [`Shortcut::InPlace`]
+    /// the residual is what `out` holds on entry. Allocates nothing.
     ///
     /// # Panics
     /// If a slice's length does not match `n` images of its shape, a
-    /// residual has fewer channels than the output, or `workspace` is too
-    /// short.
+    /// residual has fewer channels than the output or goes with a padded
+    /// output, or `workspace` is too short.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_blocked(
         &self,
@@ -287,28 +316,68 @@ impl BlockedConv {
         n: usize,
         out: &mut [f32],
         shortcut: Shortcut,
-        (relu, planar_out): (bool, bool),
+        (relu, io): (bool, BlockedIo),
         workspace: &mut [f32],
         threads: usize,
     ) {
         let p = &self.params;
-        let image_len = p.in_channels * p.in_h * p.in_w;
+        let pad = if io.padded_input { p.padding } else { 0 };
+        let image_len = p.in_channels * (p.in_h + 2 * pad) * (p.in_w + 2 * pad);
         assert_eq!(x.len(), n * image_len, "input of {n} images of {p:?}");
         if let Shortcut::Add(r, channels) = shortcut {
             assert_eq!(channels, p.out_channels, "a residual of every channel");
             assert_eq!(r.len(), out.len(), "residual of {n} images of {p:?}");
         }
-        if p.padding == 0 {
-            let plan = self.plan((p.in_h, p.in_w), planar_out);
+        let padded_out = io.output == BlockedOutput::Padded;
+        assert!(
+            !padded_out || matches!(shortcut, Shortcut::None),
+            "a padded output adds no residual"
+        );
+        let planar = io.output == BlockedOutput::Planar;
+        if p.padding == 0 || io.padded_input {
+            let plan = self.plan((p.in_h + 2 * pad, p.in_w + 2 * pad), planar, padded_out);
             assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
             self.run(&plan, n, x, out, shortcut, relu, threads);
+            if padded_out {
+                self.zero_border(out, n, threads);
+            }
             return;
         }
         let padded = (p.in_h + 2 * p.padding, p.in_w + 2 * p.padding);
-        let plan = self.plan(padded, planar_out);
+        let plan = self.plan(padded, planar, padded_out);
         assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
-        let io = (x, out, shortcut, plan.out_len);
+        let io = (x, &mut *out, shortcut, plan.out_len);
         self.run_padded(Source::Blocked, &plan, io, relu, workspace, threads);
+        if padded_out {
+            self.zero_border(out, n, threads);
+        }
+    }
+
+    /// Zeros the one-pixel border of each of `n` images' output planes
+    /// (`[C / 16][OH + 2][OW + 2][16]`), around what the tiles wrote.
+    fn zero_border(&self, out: &mut [f32], n: usize, threads: usize) {
+        let (oh, ow) = self.params.out_hw();
+        let row = (ow + 2) * BLOCK;
+        let planes = n * self.params.out_channels / BLOCK;
+        let threads = threads.clamp(1, planes);
+        let out = SendPtr(out.as_mut_ptr());
+        on_each(threads, |t| {
+            for i in t * planes / threads..(t + 1) * planes / threads {
+                // SAFETY: each thread writes its own planes of the output,
+                // which holds `planes` of `oh + 2` rows.
+                let plane = unsafe {
+                    std::slice::from_raw_parts_mut(out.add(i * (oh + 2) * row).0, (oh + 2) * row)
+                };
+                let (top, rest) = plane.split_at_mut(row);
+                let (inside, bottom) = rest.split_at_mut(oh * row);
+                top.fill(0.0);
+                bottom.fill(0.0);
+                for r in inside.chunks_exact_mut(row) {
+                    r[..BLOCK].fill(0.0);
+                    r[row - BLOCK..].fill(0.0);
+                }
+            }
+        });
     }
 
     /// `out = relu?(conv(x) + bias + shortcut)` for `n` images, `x`, `out`
@@ -334,7 +403,7 @@ impl BlockedConv {
     ) {
         let p = &self.params;
         let padded = (p.in_h + 2 * p.padding, p.in_w + 2 * p.padding);
-        let plan = self.plan(padded, true);
+        let plan = self.plan(padded, true, false);
         let image_len = p.in_channels * p.in_h * p.in_w;
         assert_eq!(x.len(), n * image_len, "input of {n} images of {p:?}");
         assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
@@ -601,6 +670,11 @@ struct Plan {
     /// Floats from one block of channels to the next, input and output.
     x_plane: usize,
     out_block: usize,
+    /// Pixels from one output row to the next (a padded output's are wider).
+    out_row: usize,
+    /// The first output pixel's place in its plane (past a padded
+    /// output's border).
+    out_first: usize,
     /// Floats from one output pixel to the next: 16 blocked, 1 planar.
     out_px: usize,
     /// Whether the output is NCHW.
@@ -638,7 +712,8 @@ impl Plan {
                 (image + 1, 0, 0)
             };
             Place {
-                out: image * self.out_len + (row * self.per_row + col) * self.out_px,
+                out: image * self.out_len
+                    + (self.out_first + row * self.out_row + col) * self.out_px,
                 input: image * self.in_len + (row * self.in_row + col * self.stride) * BLOCK,
                 len,
             }

@@ -3,7 +3,7 @@
 //! blocked input to a blocked output.
 
 use super::winograd::BlockedWinograd;
-use super::BlockedConv;
+use super::{BlockedConv, BlockedIo};
 use crate::kernels::conv::{ConvParams, Shortcut};
 use crate::kernels::gemm::Isa;
 use ndarray::{ArrayView1, ArrayView4};
@@ -37,11 +37,12 @@ impl BlockedStrategy {
 }
 
 /// A convolution on a blocked input, with its folded bias and epilogue,
-/// writing blocked output or, at a network's last blocked stage, NCHW.
+/// writing blocked output, blocked with a border of zeros for a padded
+/// layer after it, or, at a network's last blocked stage, NCHW.
 #[derive(Clone, Debug)]
 pub struct BlockedLayer {
     kernel: Kernel,
-    planar_out: bool,
+    io: BlockedIo,
 }
 
 #[derive(Clone, Debug)]
@@ -58,7 +59,7 @@ impl BlockedLayer {
     }
 
     /// Packs `weight` (`[out, in, k, k]`) for the best instruction set,
-    /// to write blocked output, or NCHW with `planar_out`.
+    /// to read and write as `io` says.
     ///
     /// # Panics
     /// If `p` does not [fit](BlockedLayer::fits), or `weight` or `bias`
@@ -67,9 +68,9 @@ impl BlockedLayer {
         p: ConvParams,
         weight: ArrayView4<f32>,
         bias: Option<ArrayView1<f32>>,
-        planar_out: bool,
+        io: BlockedIo,
     ) -> Self {
-        Self::with_isa(Isa::best(), p, weight, bias, planar_out)
+        Self::with_isa(Isa::best(), p, weight, bias, io)
     }
 
     /// As [`BlockedLayer::new`], for instruction set `isa`.
@@ -81,12 +82,13 @@ impl BlockedLayer {
         p: ConvParams,
         weight: ArrayView4<f32>,
         bias: Option<ArrayView1<f32>>,
-        planar_out: bool,
+        io: BlockedIo,
     ) -> Self {
         assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
-        let strategy = match planar_out {
-            true => BlockedStrategy::Direct,
-            false => BlockedStrategy::for_params(&p),
+        // Winograd reads plain blocks and writes them.
+        let strategy = match io == BlockedIo::default() {
+            true => BlockedStrategy::for_params(&p),
+            false => BlockedStrategy::Direct,
         };
         let kernel = match strategy {
             BlockedStrategy::Direct => Kernel::Direct(BlockedConv::new(isa, p, weight, bias)),
@@ -97,12 +99,12 @@ impl BlockedLayer {
                 Kernel::Winograd(BlockedWinograd::new(isa, 4, p, weight, bias))
             }
         };
-        BlockedLayer { kernel, planar_out }
+        BlockedLayer { kernel, io }
     }
 
-    /// Whether it writes NCHW output.
-    pub fn planar_out(&self) -> bool {
-        self.planar_out
+    /// Where its input and output lie.
+    pub fn io(&self) -> BlockedIo {
+        self.io
     }
 
     /// The convolution's shape.
@@ -151,7 +153,7 @@ impl BlockedLayer {
     ) {
         match &self.kernel {
             Kernel::Direct(c) => {
-                let epilogue = (relu, self.planar_out);
+                let epilogue = (relu, self.io);
                 c.forward_blocked(x, n, out, shortcut, epilogue, workspace, threads)
             }
             Kernel::Winograd(c) => c.forward(x, n, out, shortcut, relu, workspace, threads),
