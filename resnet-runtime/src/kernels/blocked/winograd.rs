@@ -1,14 +1,16 @@
-//! Winograd F(4x4, 3x3) on channel-blocked activations
-//! (`[N][C / 16][H][W][16]`): each transform works on whole vectors, one
-//! pixel's 16 channels each, with no shuffles, and the products per
-//! position `ξ` run on the blocked tile kernels, the transformed filters
-//! as the vector side and the transformed tiles broadcast.
+//! Winograd F(2x2, 3x3) and F(4x4, 3x3) on channel-blocked activations
+//! (`[N][C / 16][H][W][16]`), with the NCHW path's transform matrices:
+//! each transform works on whole vectors, one pixel's 16 channels each,
+//! with no shuffles, and the products per position `ξ` run on the blocked
+//! tile kernels, the transformed filters as the vector side and the
+//! transformed tiles broadcast.
 //!
-//! A block of 28 tiles (two of the AVX-512 tile kernel's) goes through the three steps on one thread:
-//! the input transform writes `V[ξ]` as a blocked "image" of the block's
-//! tiles (`[in / 16][tile][16]`), the tile kernels multiply it by `U[ξ]`
-//! into `M[ξ]` (`[out / 16][tile][16]`), and the output transform adds
-//! the bias and the residual, clamps, and stores each tile's 4x4 pixels.
+//! A block of 28 tiles (two of the AVX-512 tile kernel's) goes through
+//! the three steps on one thread: the input transform writes `V[ξ]` as a
+//! blocked "image" of the block's tiles (`[in / 16][tile][16]`), the tile
+//! kernels multiply it by `U[ξ]` into `M[ξ]` (`[out / 16][tile][16]`), and
+//! the output transform adds the bias and the residual, clamps, and
+//! stores each tile's pixels.
 
 use super::{Panel, Tile as Place, BLOCK};
 use crate::kernels::conv::{ConvParams, Shortcut};
@@ -20,7 +22,7 @@ use std::ops::{Add, Mul, Sub};
 /// Tiles a block: two of the AVX-512 tile kernel's 14.
 const TILES: usize = 28;
 
-/// F(4x4, 3x3) on blocked tensors.
+/// Winograd F(2x2, 3x3) or F(4x4, 3x3) on blocked tensors.
 #[derive(Clone, Debug)]
 pub struct BlockedWinograd {
     isa: Isa,
@@ -48,7 +50,8 @@ impl BlockedWinograd {
             && p.out_channels.is_multiple_of(BLOCK)
     }
 
-    /// Transforms `weight` (`[out, in, 3, 3]`): `U = G g G^T`.
+    /// Transforms `weight` (`[out, in, 3, 3]`) for tiles of `outputs` (2
+    /// or 4) outputs a side: `U = G g G^T`.
     ///
     /// # Panics
     /// If `p` does not [fit](BlockedWinograd::fits), or `weight` or `bias`
