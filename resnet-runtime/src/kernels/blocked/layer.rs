@@ -25,7 +25,7 @@ impl BlockedStrategy {
     /// The strategy for `p` on plain blocks. F(4x4)'s filters are four
     /// times the plain weights and F(2x2)'s 16/9 of them: F(4x4) takes the
     /// wide outputs (at 14x14 it was faster than F(2x2), 3.16 against
-    /// 3.65 ms at batch 8, but ResNet-50's six such layers would hold 31 MB
+    /// 3.75 ms alone at batch 8, but ResNet-50's six such layers would hold 31 MB
     /// more), and Winograd stops at 7x7, where ResNet's widest 3x3 layers
     /// are.
     pub fn for_params(p: &ConvParams) -> BlockedStrategy {
