@@ -71,7 +71,7 @@ pub fn max_pool2d_to_blocked(
     let isa = Isa::best();
     let (n, c, h, w) = x.dim();
     assert!(
-        c % BLOCK == 0,
+        c.is_multiple_of(BLOCK),
         "{c} channels do not split into blocks of {BLOCK}"
     );
     let pool = MaxPool::new(isa, (h, w), (kernel, stride, padding));
@@ -454,7 +454,7 @@ pub fn avg_pool_linear_blocked(
     use super::blocked::BLOCK;
     let (n, c, h, w) = dim;
     assert!(
-        c % BLOCK == 0,
+        c.is_multiple_of(BLOCK),
         "{c} channels do not split into blocks of {BLOCK}"
     );
     assert_eq!(x.len(), n * c * h * w, "a blocked tensor of {dim:?}");
