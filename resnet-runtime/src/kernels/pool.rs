@@ -173,6 +173,8 @@ fn max_pool2d_blocked_on(
 /// stem's fused pass.
 pub(crate) struct BlockedPool {
     pool: MaxPool,
+    /// Whether `x86::max_pool_blocked_row` computes the rows.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     avx512: bool,
 }
 
