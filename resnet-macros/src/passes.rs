@@ -216,6 +216,24 @@ pub fn schedule(steps: Vec<Step>) -> Result<Vec<Step>, String> {
     Ok(order.into_iter().filter_map(|i| steps[i].take()).collect())
 }
 
+/// How many steps read value `v`, as input or residual.
+fn readers(steps: &[Step], v: NodeId) -> usize {
+    steps
+        .iter()
+        .filter(|s| s.input == v || s.residual == Some(v))
+        .count()
+}
+
+/// Floats per image value `v` takes in the arena: a padded one's planes
+/// are 2 wider each way; 0 for a value no step writes.
+fn value_floats(steps: &[Step], layouts: &[Layout], v: NodeId) -> usize {
+    steps.iter().position(|s| s.output == v).map_or(0, |i| {
+        let shape = steps[i].shape;
+        let border = 2 * usize::from(layouts[i] == Layout::BlockedPadded);
+        shape.c * (shape.h + border) * (shape.w + border)
+    })
+}
+
 /// The arena: each value's offset (floats per image) and the arena's size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -233,17 +251,7 @@ pub struct Plan {
 /// sees the two slots are one): a chain of residual blocks runs in one
 /// buffer, and their adds read no tensor besides the one they write.
 pub fn plan(steps: &[Step], layouts: &[Layout]) -> Plan {
-    // Floats a value takes: a padded one's planes are 2 wider each way.
-    let size = |v: NodeId| match steps.iter().position(|s| s.output == v) {
-        Some(i) => {
-            let (shape, border) = (
-                steps[i].shape,
-                2 * usize::from(layouts[i] == Layout::BlockedPadded),
-            );
-            shape.c * (shape.h + border) * (shape.w + border)
-        }
-        None => 0,
-    };
+    let size = |v: NodeId| value_floats(steps, layouts, v);
     // The last step that reads a value; the backbone's output, which no
     // step reads, is copied out after the last step.
     let last_read = |v: NodeId| {
@@ -343,12 +351,7 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
     };
     // The stem itself writes blocks when the pool alone reads it and its
     // output channels make blocks.
-    let read_by = |v: NodeId| {
-        steps
-            .iter()
-            .filter(|s| s.input == v || s.residual == Some(v))
-            .count()
-    };
+    let read_by = |v: NodeId| readers(steps, v);
     let stem = pool.checked_sub(1).filter(|&i| {
         let step = &steps[i];
         let fits = match step.kind {
@@ -463,10 +466,6 @@ pub fn fuse_stem_pool(mut steps: Vec<Step>, mut layouts: Vec<Layout>) -> (Vec<St
     let Some(stem) = steps.iter().position(|s| s.output == value) else {
         return (steps, layouts);
     };
-    let readers = steps
-        .iter()
-        .filter(|s| s.input == value || s.residual == Some(value))
-        .count();
     let blocked = layouts[stem] == Layout::Blocked && layouts[pool] == Layout::Blocked;
     let plain_stem = matches!(steps[stem].kind, StepKind::Conv { pool: None, .. })
         && steps[stem].input == 0
@@ -479,7 +478,7 @@ pub fn fuse_stem_pool(mut steps: Vec<Step>, mut layouts: Vec<Layout>) -> (Vec<St
     else {
         return (steps, layouts);
     };
-    if blocked && readers == 1 && plain_stem {
+    if blocked && readers(&steps, value) == 1 && plain_stem {
         let pooled = steps.remove(pool);
         layouts.remove(pool);
         let stem = &mut steps[stem];
@@ -688,15 +687,7 @@ pub(crate) mod tests {
                 .unwrap_or(steps.len());
             (def, last.max(def))
         };
-        let size = |v: NodeId| {
-            steps.iter().position(|s| s.output == v).map_or(0, |i| {
-                let (s, border) = (
-                    steps[i].shape,
-                    2 * usize::from(layouts[i] == Layout::BlockedPadded),
-                );
-                s.c * (s.h + border) * (s.w + border)
-            })
-        };
+        let size = |v: NodeId| value_floats(steps, layouts, v);
         // `b` is written in place over `a`: by the step that reads `a` last,
         // as its residual, at `a`'s offset and size.
         let in_place = |(a, oa): (NodeId, usize), (b, ob): (NodeId, usize)| {

@@ -285,17 +285,13 @@ impl BlockedConv {
     ) {
         let p = &self.params;
         assert_eq!(p.padding, 0, "a blocked input is not padded: {p:?}");
-        let plan = self.plan((p.in_h, p.in_w), false, false);
-        assert_eq!(x.len(), n * plan.in_len, "input of {n} images of {p:?}");
-        assert_eq!(out.len(), n * plan.out_len, "output of {n} images of {p:?}");
         let shortcut = match residual {
-            Some(r) => {
-                assert_eq!(r.len(), out.len(), "residual of {n} images of {p:?}");
-                Shortcut::Add(r, p.out_channels)
-            }
+            Some(r) => Shortcut::Add(r, p.out_channels),
             None => Shortcut::None,
         };
-        self.run(&plan, n, x, out, shortcut, relu, threads);
+        // Unpadded, it needs no workspace.
+        let epilogue = (relu, BlockedIo::default());
+        self.forward_blocked(x, n, out, shortcut, epilogue, &mut [], threads);
     }
 
     /// As [`BlockedConv::forward`], for a convolution that may pad its

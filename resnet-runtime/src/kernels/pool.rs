@@ -423,19 +423,19 @@ pub fn avg_pool_linear(
     let x = x.to_slice().expect("input in standard layout");
     let scale = 1.0 / (h * w) as f32;
     let head = Head::new(n, c, weight, bias, &out);
-    let (means, logits) = scratch[..avg_pool_linear_scratch(n, c, head.k)].split_at_mut(n * c);
-    // Planes shared among the threads; each summed in eight interleaved
-    // partial sums, which vectorise where one running sum would wait on
-    // each addition (a batch of 8 spent a millisecond here).
-    means
-        .par_chunks_mut(PLANES_PER_TASK)
-        .zip(x.par_chunks(PLANES_PER_TASK * h * w))
-        .for_each(|(means, planes)| {
-            for (m, plane) in means.iter_mut().zip(planes.chunks_exact(h * w)) {
-                *m = sum(plane) * scale;
-            }
-        });
-    head.linear(means, logits, out);
+    head.run(scratch, out, |means| {
+        // Planes shared among the threads; each summed in eight interleaved
+        // partial sums, which vectorise where one running sum would wait on
+        // each addition (a batch of 8 spent a millisecond here).
+        means
+            .par_chunks_mut(PLANES_PER_TASK)
+            .zip(x.par_chunks(PLANES_PER_TASK * h * w))
+            .for_each(|(means, planes)| {
+                for (m, plane) in means.iter_mut().zip(planes.chunks_exact(h * w)) {
+                    *m = sum(plane) * scale;
+                }
+            })
+    });
 }
 
 /// [`avg_pool_linear`] on a channel-blocked `x` of `dim` `[N, C, H, W]`
@@ -462,25 +462,25 @@ pub fn avg_pool_linear_blocked(
     assert_eq!(x.len(), n * c * h * w, "a blocked tensor of {dim:?}");
     let scale = 1.0 / (h * w) as f32;
     let head = Head::new(n, c, weight, bias, &out);
-    let (means, logits) = scratch[..avg_pool_linear_scratch(n, c, head.k)].split_at_mut(n * c);
-    means
-        .par_chunks_mut(BLOCK)
-        .zip(x.par_chunks(BLOCK * h * w))
-        .for_each(|(means, plane)| {
-            // Two running sums of 16 lanes, every other pixel each.
-            let mut acc = [[0f32; BLOCK]; 2];
-            for pair in plane.chunks(2 * BLOCK) {
-                for (acc, pixel) in acc.iter_mut().zip(pair.chunks_exact(BLOCK)) {
-                    for (a, v) in acc.iter_mut().zip(pixel) {
-                        *a += v;
+    head.run(scratch, out, |means| {
+        means
+            .par_chunks_mut(BLOCK)
+            .zip(x.par_chunks(BLOCK * h * w))
+            .for_each(|(means, plane)| {
+                // Two running sums of 16 lanes, every other pixel each.
+                let mut acc = [[0f32; BLOCK]; 2];
+                for pair in plane.chunks(2 * BLOCK) {
+                    for (acc, pixel) in acc.iter_mut().zip(pair.chunks_exact(BLOCK)) {
+                        for (a, v) in acc.iter_mut().zip(pixel) {
+                            *a += v;
+                        }
                     }
                 }
-            }
-            for (m, (a, b)) in means.iter_mut().zip(acc[0].iter().zip(&acc[1])) {
-                *m = (a + b) * scale;
-            }
-        });
-    head.linear(means, logits, out);
+                for (m, (a, b)) in means.iter_mut().zip(acc[0].iter().zip(&acc[1])) {
+                    *m = (a + b) * scale;
+                }
+            })
+    });
 }
 
 /// The classifier of [`avg_pool_linear`], checked against its inputs.
@@ -514,6 +514,16 @@ impl<'a> Head<'a> {
             weight: weight.to_slice().expect("weight in standard layout"),
             bias: bias.to_slice().expect("bias in standard layout"),
         }
+    }
+
+    /// `out = means · weight^T + bias`, the means made by `pool` in the
+    /// first `n * c` floats of `scratch` ([`avg_pool_linear_scratch`]),
+    /// the logits after them.
+    fn run(&self, scratch: &mut [f32], out: ArrayViewMut2<f32>, pool: impl FnOnce(&mut [f32])) {
+        let (n, c, k) = (self.n, self.c, self.k);
+        let (means, logits) = scratch[..avg_pool_linear_scratch(n, c, k)].split_at_mut(n * c);
+        pool(means);
+        self.linear(means, logits, out);
     }
 
     /// `out = means · weight^T + bias`, through `logits` (by class).
