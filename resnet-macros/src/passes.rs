@@ -351,7 +351,6 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
     };
     // The stem itself writes blocks when the pool alone reads it and its
     // output channels make blocks.
-    let read_by = |v: NodeId| readers(steps, v);
     let stem = pool.checked_sub(1).filter(|&i| {
         let step = &steps[i];
         let fits = match step.kind {
@@ -362,7 +361,7 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
         fits && step.input == 0
             && step.residual.is_none()
             && steps[pool].input == step.output
-            && read_by(step.output) == 1
+            && readers(steps, step.output) == 1
     });
     let first = stem.unwrap_or(pool);
     let layouts: Vec<Layout> = steps
@@ -442,7 +441,7 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
             && layouts[producer] == Layout::Blocked
             && from_1x1
             && steps[producer].residual.is_none()
-            && read_by(step.input) == 1;
+            && readers(steps, step.input) == 1;
         if padded {
             layouts[producer] = Layout::BlockedPadded;
         }
