@@ -960,6 +960,22 @@ mod x86 {
         stride: usize,
     ) {
         let step = if S == 0 { stride } else { S } * BLOCK;
+        // The tile's output lines (and its residual's) are asked for now,
+        // to be owned by the time the epilogue stores to them: a layer's
+        // output outgrows L2, and without this the stores stalled on their
+        // misses (64->256 at 56x56, batch 8, alone: 3.36 -> 3.08 ms). A
+        // prefetch never faults.
+        if !t.planar {
+            for v in 0..V {
+                for j in 0..PX {
+                    let at = v * t.out_block + j * BLOCK;
+                    _mm_prefetch::<_MM_HINT_ET0>(t.out.wrapping_add(at).cast_const().cast());
+                    if !t.residual.is_null() {
+                        _mm_prefetch::<_MM_HINT_T0>(t.residual.wrapping_add(at).cast());
+                    }
+                }
+            }
+        }
         let mut acc = [[_mm512_setzero_ps(); V]; PX];
         let mut w = panel.w;
         for block in 0..panel.k / BLOCK {
@@ -968,7 +984,22 @@ mod x86 {
                 // rows of the panel, lie in the tile (the caller's contract).
                 unsafe {
                     let x = t.x.add(block * t.x_plane + tap);
+                    // Each step also asks for the next block's input pixel
+                    // of its lane and its own weights one block on (2 KiB
+                    // ahead): a tile reads each block's pixels from 14
+                    // cache lines at once, and the weights stream from L2
+                    // (1024->256 at 14x14, batch 8, alone: 2.57 -> 2.44
+                    // ms; 256->64 at 56x56: 2.68 -> 2.53 ms).
+                    let next = x.wrapping_add(t.x_plane);
                     for lane in 0..BLOCK {
+                        if lane < PX {
+                            let at = lane * step + if lane >= A { t.jump } else { 0 };
+                            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at).cast());
+                        }
+                        for v in 0..V {
+                            let ahead = w.wrapping_add((BLOCK + lane) * V * 16 + v * 16);
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                        }
                         let mut wv = [_mm512_setzero_ps(); V];
                         for (v, wv) in wv.iter_mut().enumerate() {
                             *wv = _mm512_loadu_ps(w.add((lane * V + v) * 16));
