@@ -788,6 +788,14 @@ impl Tile {
         }
     }
 
+    /// Floats from the tile's first input pixel to its `j`-th: `step`
+    /// apart, and those from the `second`-th on (a second row's) one jump
+    /// further.
+    #[inline(always)]
+    fn input(&self, j: usize, step: usize, second: usize) -> usize {
+        j * step + if j >= second { self.jump } else { 0 }
+    }
+
     /// Where output channel `o` (of the panel) of pixel `j` lies, from `out`.
     fn at(&self, o: usize, j: usize) -> usize {
         let (block, lane) = (o / BLOCK, o % BLOCK);
@@ -852,7 +860,7 @@ pub(crate) fn gather_row(isa: Isa, image: &[f32], first: usize, plane: usize, ou
 /// the panel's channels.
 unsafe fn portable(panel: &Panel, t: &Tile, len: usize, stride: usize, row: usize) {
     for j in 0..len {
-        let from = j * stride * BLOCK + if j >= row { t.jump } else { 0 };
+        let from = t.input(j, stride * BLOCK, row);
         for o in 0..panel.width {
             let mut acc = 0f32;
             for block in 0..panel.k / BLOCK {
@@ -916,25 +924,26 @@ mod x86 {
         }
     }
 
-    /// What step `lane` of a tile asks for ahead: its pixel of the next
-    /// input block (`next`; pixel `lane` of `px` at `lane * step`, a jump
-    /// further from the `a`-th on) and its row of the panel's weights one
+    /// What step `lane` of tile `t` asks for ahead: its pixel of the next
+    /// input block (`next`; pixel `lane` of `px`, as [`Tile::input`] places
+    /// it with `step` and `second`) and its row of the panel's weights one
     /// block on (`w` the block's first row, `blocks` vectors of 16 a row).
     /// A tile reads each block's pixels from `px` cache lines at once, and
     /// the weights stream from L2 (1024->256 at 14x14, batch 8, alone:
     /// 2.57 -> 2.44 ms; 256->64 at 56x56: 2.68 -> 2.53 ms).
     #[inline(always)]
     fn prefetch_step(
+        t: &Tile,
         next: *const f32,
         w: *const f32,
         lane: usize,
-        (px, step, a, jump): (usize, usize, usize, usize),
+        (px, step, second): (usize, usize, usize),
         blocks: usize,
     ) {
-        let at = lane * step + if lane >= a { jump } else { 0 };
         // SAFETY: a prefetch never faults, whatever the address.
         unsafe {
             if lane < px {
+                let at = t.input(lane, step, second);
                 _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at).cast());
             }
             for v in 0..blocks {
@@ -1023,13 +1032,13 @@ mod x86 {
                     let x = t.x.add(block * t.x_plane + tap);
                     let next = x.wrapping_add(t.x_plane);
                     for lane in 0..BLOCK {
-                        prefetch_step(next, w, lane, (PX, step, A, t.jump), V);
+                        prefetch_step(t, next, w, lane, (PX, step, A), V);
                         let mut wv = [_mm512_setzero_ps(); V];
                         for (v, wv) in wv.iter_mut().enumerate() {
                             *wv = _mm512_loadu_ps(w.add((lane * V + v) * 16));
                         }
                         for (j, acc) in acc.iter_mut().enumerate() {
-                            let at = j * step + if j >= A { t.jump } else { 0 };
+                            let at = t.input(j, step, A);
                             let xj = _mm512_set1_ps(*x.add(at + lane));
                             for v in 0..V {
                                 acc[v] = _mm512_fmadd_ps(xj, wv[v], acc[v]);
@@ -1175,7 +1184,7 @@ mod x86 {
                             _mm256_loadu_ps(w.add(lane * 16 + 8)),
                         ];
                         for (j, acc) in acc.iter_mut().enumerate() {
-                            let at = j * stride * BLOCK + if j >= A { t.jump } else { 0 };
+                            let at = t.input(j, stride * BLOCK, A);
                             let xj = _mm256_set1_ps(*x.add(at + lane));
                             acc[0] = _mm256_fmadd_ps(xj, wv[0], acc[0]);
                             acc[1] = _mm256_fmadd_ps(xj, wv[1], acc[1]);
