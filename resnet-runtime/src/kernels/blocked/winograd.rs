@@ -233,10 +233,14 @@ impl BlockedWinograd {
         let (v_pos, m_pos) = (cb * TILES * BLOCK, cout / BLOCK * TILES * BLOCK);
         #[cfg(target_arch = "x86_64")]
         let simd = self.isa;
-        // Input transform.
-        for (i, t) in block.clone().enumerate() {
-            let (image, y0, x0) = place(t);
-            for b in 0..cb {
+        // Input transform, block by block: one block's tiles read
+        // neighbouring pixels of one plane and write neighbouring lines of
+        // each position, streams the prefetcher follows; tile by tile, each
+        // step jumped to another plane (128 channels at 28x28 alone, batch
+        // 8: 2.00 -> 1.89 ms; with the output's below, 1.81 ms).
+        for b in 0..cb {
+            for (i, t) in block.clone().enumerate() {
+                let (image, y0, x0) = place(t);
                 let plane = &x[((image * cb + b) * h * w) * BLOCK..][..h * w * BLOCK];
                 let to = v[(b * TILES + i) * BLOCK..].as_mut_ptr();
                 let at = (y0 as isize - 1, x0 as isize - 1);
@@ -307,10 +311,10 @@ impl BlockedWinograd {
                 }
             }
         }
-        // Output transform.
-        for (i, t) in block.enumerate() {
-            let (image, y0, x0) = place(t);
-            for o in first / BLOCK..last / BLOCK {
+        // Output transform, block by block, as the input's.
+        for o in first / BLOCK..last / BLOCK {
+            for (i, t) in block.clone().enumerate() {
+                let (image, y0, x0) = place(t);
                 let from = m[(o * TILES + i) * BLOCK..].as_ptr();
                 let at = ((image * cout / BLOCK + o) * h * w + y0 * w + x0) * BLOCK;
                 let bias = self.bias[o * BLOCK..][..BLOCK].as_ptr();
