@@ -475,10 +475,11 @@ fn simd_kernels_agree_with_the_portable_kernel() {
 #[test]
 fn winograd_matches_direct_convolution_on_resnet_layers() {
     let mut rng = Rng::seeded(8);
-    // ResNet-50's 3x3 stride-1 layers (and ResNet-18/34's), batch 8, with
-    // the strategy each gets by default (see `ConvStrategy::for_params`).
+    // ResNet-50's 3x3 stride-1 layers (and ResNet-18/34's), and a CIFAR
+    // ResNet's last stage, batch 8, with the strategy each gets by default
+    // (see `ConvStrategy::for_params`).
     let batch = 8;
-    for (channels, side) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
+    for (channels, side) in [(64, 56), (128, 28), (256, 14), (512, 7), (64, 8)] {
         let p = ConvParams {
             in_channels: channels,
             out_channels: channels,
@@ -542,7 +543,9 @@ fn winograd_matches_direct_convolution_on_resnet_layers() {
             // One image on 1 to 3 threads, bit for bit the batch's first:
             // a thread's share of tiles may end in a few that go a column
             // at a time (on 2 threads, 98 of 56x56's 196 F(4x4) tiles are
-            // three blocks and two), where 1 thread takes them in a block.
+            // three blocks and two), where 1 thread takes them in a block;
+            // and an 8x8 image's 16 F(2x2) tiles (a 7x7 one's too) are
+            // shared as output channels, the batch's as tiles.
             // (`WinogradOnTheFly` runs one image as the patch GEMM.)
             if strategy == ConvStrategy::WinogradOnTheFly {
                 continue;

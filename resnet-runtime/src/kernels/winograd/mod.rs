@@ -272,6 +272,35 @@ impl<'a> OnTheFly<'a> {
 /// of two threads (ResNet's 7x7 layers from a batch of 8 on AVX-512).
 pub(crate) const ON_THE_FLY_BLOCKS: usize = 4;
 
+/// Whether `threads` share a pass's `panels` row panels of output
+/// channels rather than its `tiles`: where a thread's share of the tiles
+/// would leave its micro-kernel tiles half empty and all the tiles fill
+/// them. Then each thread transforms every tile's input, which the
+/// products must make up for: they must cost at most three quarters. An
+/// 8x8 image's 16 F(2x2) tiles at batch 1 (a CIFAR ResNet's last stage)
+/// fill one tile of 16 columns on each thread for half the channels,
+/// rather than half of one for all of them (64 channels, alone: 0.038 ->
+/// 0.026 ms; CIFAR ResNet-56 at batch 1, 1.74 -> 1.52 ms, ResNet-20 0.60
+/// -> 0.53 ms); a 14x14 image's 49 cost a whole tile and a half either way,
+/// and stay shared as tiles (with the channels shared they took 0.60
+/// rather than 0.53 ms at 256 channels).
+fn share_channels<K: MicroKernel>(tiles: usize, panels: usize, threads: usize) -> bool {
+    // Columns the micro-kernel computes for a block of `n` tiles.
+    let columns = |n: usize| {
+        let left = n % K::NR;
+        n - left
+            + match left {
+                0 => 0,
+                _ if left <= THIN_TILES.min(K::THIN) => left,
+                _ if K::HALF_TILES && left <= K::NR / 2 => K::NR / 2,
+                _ => K::NR,
+            }
+    };
+    let by_tiles = columns(tiles.div_ceil(threads)) * panels;
+    let by_channels = columns(tiles) * panels.div_ceil(threads);
+    threads > 1 && panels >= threads && 4 * by_channels <= 3 * by_tiles
+}
+
 /// Where a pass finds `U[ξ]`'s row panels.
 #[derive(Clone, Copy, Debug)]
 enum Filters<'a> {
@@ -343,8 +372,19 @@ impl Pass<'_> {
         gemm::check_workspace(workspace, self.workspace_len(threads), threads);
         let tiles = self.tile.count(p, batch);
         let isa = self.shape.0;
-        let blocks = tiles.div_ceil(isa.tile().1);
-        let threads = threads.min(blocks);
+        let panels = p.out_channels.div_ceil(isa.tile().0);
+        let by_channels = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => share_channels::<Avx512>(tiles, panels, threads),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => share_channels::<Avx2>(tiles, panels, threads),
+            _ => share_channels::<Portable>(tiles, panels, threads),
+        };
+        let threads = if by_channels {
+            threads
+        } else {
+            threads.min(tiles.div_ceil(isa.tile().1))
+        };
         let out = SendPtr(out.as_mut_ptr());
         let work = |(thread, scratch): (usize, &mut [f32])| {
             // The tiles are shared out evenly, not in whole blocks, so that
@@ -354,7 +394,12 @@ impl Pass<'_> {
             // half a block), and a 28x28 image's 49 go 24 + 25, not 32 + 17
             // (whose transforms take twice as long on one thread as on the
             // other). Those layers ran 4 to 7% faster in ResNet-18 at batch 1.
-            let share = thread * tiles / threads..(thread + 1) * tiles / threads;
+            let share = |n: usize| thread * n / threads..(thread + 1) * n / threads;
+            let (tiles, panels) = if by_channels {
+                (0..tiles, share(panels))
+            } else {
+                (share(tiles), 0..panels)
+            };
             let task = Task {
                 p,
                 x,
@@ -363,38 +408,41 @@ impl Pass<'_> {
             };
             // SAFETY: the instruction set is supported (packing checked it);
             // `out` holds the batch's output (the caller's slice), and each
-            // block writes only its own tiles' pixels.
+            // thread writes only its own tiles' pixels or its own channels.
             unsafe {
                 match isa {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => self.blocks::<Avx512>(&task, share, scratch),
+                    Isa::Avx512 => self.blocks::<Avx512>(&task, tiles, panels, scratch),
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => self.blocks::<Avx2>(&task, share, scratch),
-                    _ => self.blocks::<Portable>(&task, share, scratch),
+                    Isa::Avx2 => self.blocks::<Avx2>(&task, tiles, panels, scratch),
+                    _ => self.blocks::<Portable>(&task, tiles, panels, scratch),
                 }
             }
         };
         gemm::on_threads(workspace, self.scratch_len(), threads, work);
     }
 
-    /// Runs tiles `tiles` in blocks of `NR`, the last maybe fewer, with
-    /// `scratch` for `V` and `M`.
+    /// Runs tiles `tiles` in blocks of `NR`, the last maybe fewer, for the
+    /// output channels of row panels `panels`, with `scratch` for `V` and
+    /// `M`.
     ///
     /// # Safety
     /// The CPU supports `K`'s instruction set, which the filters were packed
     /// for; `task.out` is valid for the whole output and no other thread
-    /// writes these tiles' pixels.
+    /// writes these tiles' pixels of these channels.
     unsafe fn blocks<K: MicroKernel>(
         &self,
         task: &Task,
         tiles: std::ops::Range<usize>,
+        panels: std::ops::Range<usize>,
         scratch: &mut [f32],
     ) {
         let (cin, cout) = (task.p.in_channels, task.p.out_channels);
         let positions = self.tile.positions();
         let (v, m) = scratch.split_at_mut(positions * v_stride(cin, K::NR));
         let mut work = OutputWork::new(self.avx2);
-        let (panels, ldc) = (cout.div_ceil(K::MR), positions * K::NR);
+        let ldc = positions * K::NR;
+        let channels = panels.start * K::MR..(panels.end * K::MR).min(cout);
         for first in tiles.clone().step_by(K::NR) {
             let width = K::NR.min(tiles.end - first);
             let block = (first, width);
@@ -405,8 +453,8 @@ impl Pass<'_> {
             for xi in 0..positions {
                 let b = v[xi * v_stride(cin, K::NR)..][..cin * K::NR].as_ptr();
                 if width <= THIN_TILES.min(K::THIN) {
-                    for panel in (0..panels).step_by(THIN_PANELS) {
-                        let rows = K::MR * THIN_PANELS.min(panels - panel);
+                    for panel in panels.clone().step_by(THIN_PANELS) {
+                        let rows = K::MR * THIN_PANELS.min(panels.end - panel);
                         let c = m[(panel * K::MR * positions + xi) * K::NR..].as_mut_ptr();
                         // SAFETY: `U[ξ]` holds `rows / MR` panels of `cin`
                         // steps from `panel`, and `b` `cin` steps of `NR`
@@ -420,7 +468,7 @@ impl Pass<'_> {
                     }
                     continue;
                 }
-                for panel in 0..panels {
+                for panel in panels.clone() {
                     let c = m[(panel * K::MR * positions + xi) * K::NR..].as_mut_ptr();
                     // SAFETY: `U[ξ]`'s panel and `b` hold `cin` steps of `MR`
                     // and `NR` values; `m` holds `MR` rows at stride `ldc`
@@ -431,7 +479,7 @@ impl Pass<'_> {
             }
 
             // SAFETY: as the caller vouches.
-            unsafe { self.transform_outputs::<K>(task, block, m, &mut work) };
+            unsafe { self.transform_outputs::<K>(task, block, channels.clone(), m, &mut work) };
         }
     }
 
@@ -469,15 +517,17 @@ impl Pass<'_> {
     }
 
     /// The output transform of the block of `width` tiles from tile `first`
-    /// from `m` (`positions x NR` an output channel), with the epilogue.
+    /// for output channels `channels`, from `m` (`positions x NR` an output
+    /// channel), with the epilogue.
     ///
     /// # Safety
     /// `task.out` is valid for the whole output, and no other thread writes
-    /// this block's pixels.
+    /// this block's pixels of these channels.
     unsafe fn transform_outputs<K: MicroKernel>(
         &self,
         task: &Task,
         (first, width): (usize, usize),
+        channels: std::ops::Range<usize>,
         m: &[f32],
         work: &mut OutputWork,
     ) {
@@ -494,7 +544,8 @@ impl Pass<'_> {
             Tile::F2 => transform_output_run::<2>,
             Tile::F4 => transform_output_run::<4>,
         };
-        for (o, block) in m.chunks_exact(positions * K::NR).take(cout).enumerate() {
+        let blocks = m.chunks_exact(positions * K::NR).enumerate();
+        for (o, block) in blocks.skip(channels.start).take(channels.len()) {
             for run in Runs::new(first, width, tw) {
                 let image = run.row / th;
                 // SAFETY: plane `(image, o)` of the output, whose pixels under
