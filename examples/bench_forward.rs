@@ -1,6 +1,6 @@
 //! Forward-pass latency of the zoo's ResNet-50 and ResNet-18 (random
 //! weights), for comparison with ONNX Runtime by `tools/bench_vs_ort.py`,
-//! which runs this example in the same session.
+//! which runs this example between two runs of ONNX Runtime.
 //!
 //!     cargo run --release --example bench_forward -- resnet50 1 [runs]
 //!
