@@ -370,22 +370,47 @@ impl Pass<'_> {
     ) {
         let threads = threads.max(1);
         gemm::check_workspace(workspace, self.workspace_len(threads), threads);
-        let tiles = self.tile.count(p, batch);
-        let isa = self.shape.0;
-        let panels = p.out_channels.div_ceil(isa.tile().0);
-        let by_channels = match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => share_channels::<Avx512>(tiles, panels, threads),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => share_channels::<Avx2>(tiles, panels, threads),
-            _ => share_channels::<Portable>(tiles, panels, threads),
+        let task = Task {
+            p,
+            x,
+            out: SendPtr(out.as_mut_ptr()),
+            epilogue,
         };
+        let tiles = self.tile.count(p, batch);
+        // SAFETY: the instruction set is supported (packing checked it);
+        // `out` holds the batch's output (the caller's slice).
+        unsafe {
+            match self.shape.0 {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => self.run::<Avx512>(&task, tiles, workspace, threads),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => self.run::<Avx2>(&task, tiles, workspace, threads),
+                _ => self.run::<Portable>(&task, tiles, workspace, threads),
+            }
+        }
+    }
+
+    /// [`Pass::forward`] of `tiles` tiles on `K`, its threads sharing the
+    /// tiles or the output channels ([`share_channels`]).
+    ///
+    /// # Safety
+    /// The CPU supports `K`'s instruction set, which the filters were packed
+    /// for; `task.out` is valid for the whole output; `workspace` holds
+    /// [`Pass::workspace_len`] floats.
+    unsafe fn run<K: MicroKernel>(
+        &self,
+        task: &Task,
+        tiles: usize,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        let panels = task.p.out_channels.div_ceil(K::MR);
+        let by_channels = share_channels::<K>(tiles, panels, threads);
         let threads = if by_channels {
             threads
         } else {
-            threads.min(tiles.div_ceil(isa.tile().1))
+            threads.min(tiles.div_ceil(K::NR))
         };
-        let out = SendPtr(out.as_mut_ptr());
         let work = |(thread, scratch): (usize, &mut [f32])| {
             // The tiles are shared out evenly, not in whole blocks, so that
             // no thread takes a block more than another: a 56x56 image's
@@ -400,24 +425,9 @@ impl Pass<'_> {
             } else {
                 (share(tiles), 0..panels)
             };
-            let task = Task {
-                p,
-                x,
-                out,
-                epilogue,
-            };
-            // SAFETY: the instruction set is supported (packing checked it);
-            // `out` holds the batch's output (the caller's slice), and each
-            // thread writes only its own tiles' pixels or its own channels.
-            unsafe {
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => self.blocks::<Avx512>(&task, tiles, panels, scratch),
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => self.blocks::<Avx2>(&task, tiles, panels, scratch),
-                    _ => self.blocks::<Portable>(&task, tiles, panels, scratch),
-                }
-            }
+            // SAFETY: the caller's contract; each thread writes only its
+            // own tiles' pixels or its own channels.
+            unsafe { self.blocks::<K>(task, tiles, panels, scratch) }
         };
         gemm::on_threads(workspace, self.scratch_len(), threads, work);
     }
