@@ -538,43 +538,23 @@ unsafe fn output_tile<V: Vector, const N: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Lanes, Vector};
+    use super::Vector;
+    use crate::kernels::winograd::simd_lanes;
     use std::arch::x86_64::*;
 
     /// One pixel's 16 channels in a register.
     #[derive(Clone, Copy)]
     pub(super) struct Z(__m512);
 
-    impl Lanes for Z {}
-
     // The operations run only inside this module's AVX-512 functions,
     // where the CPU has AVX-512F (the weights were packed for it).
-    impl std::ops::Add for Z {
-        type Output = Z;
-        #[inline(always)]
-        fn add(self, o: Z) -> Z {
-            // SAFETY: as above.
-            Z(unsafe { _mm512_add_ps(self.0, o.0) })
-        }
-    }
-
-    impl std::ops::Sub for Z {
-        type Output = Z;
-        #[inline(always)]
-        fn sub(self, o: Z) -> Z {
-            // SAFETY: as above.
-            Z(unsafe { _mm512_sub_ps(self.0, o.0) })
-        }
-    }
-
-    impl std::ops::Mul<Z> for f32 {
-        type Output = Z;
-        #[inline(always)]
-        fn mul(self, v: Z) -> Z {
-            // SAFETY: as above.
-            Z(unsafe { _mm512_mul_ps(_mm512_set1_ps(self), v.0) })
-        }
-    }
+    simd_lanes!(
+        Z,
+        _mm512_add_ps,
+        _mm512_sub_ps,
+        _mm512_mul_ps,
+        _mm512_set1_ps
+    );
 
     impl Vector for Z {
         #[inline(always)]

@@ -24,8 +24,9 @@
 //! cache: the input transform writes each `V[ξ]` as one packed panel, the
 //! micro-kernel multiplies it by `U[ξ]`'s row panels, and the output
 //! transform applies the epilogue (bias, residual, ReLU) as it writes.
-//! Threads take even, contiguous shares of the tiles and never wait on
-//! each other.
+//! Threads take even, contiguous shares of the tiles (or of the output
+//! channels, where a share of the tiles would leave the micro-kernel's
+//! tiles half empty) and never wait on each other.
 
 use super::conv::{ConvEpilogue, ConvParams, Shortcut};
 use super::gemm::{self, Isa, PackedWeights, SendPtr};
@@ -1158,6 +1159,46 @@ where
 }
 
 impl Lanes for f32 {}
+
+/// [`Lanes`] for a SIMD type `$ty(vector)`: `+`, `-` and `f32 * $ty`, each
+/// one instruction (`$add`, `$sub`, `$mul` after `$splat`). For types that
+/// exist only inside functions compiled for their instruction set, where
+/// the CPU has it.
+#[cfg(target_arch = "x86_64")]
+macro_rules! simd_lanes {
+    ($ty:ident, $add:ident, $sub:ident, $mul:ident, $splat:ident) => {
+        impl $crate::kernels::winograd::Lanes for $ty {}
+
+        impl std::ops::Add for $ty {
+            type Output = $ty;
+            #[inline(always)]
+            fn add(self, other: $ty) -> $ty {
+                // SAFETY: the type exists only where the CPU has it.
+                $ty(unsafe { $add(self.0, other.0) })
+            }
+        }
+
+        impl std::ops::Sub for $ty {
+            type Output = $ty;
+            #[inline(always)]
+            fn sub(self, other: $ty) -> $ty {
+                // SAFETY: the type exists only where the CPU has it.
+                $ty(unsafe { $sub(self.0, other.0) })
+            }
+        }
+
+        impl std::ops::Mul<$ty> for f32 {
+            type Output = $ty;
+            #[inline(always)]
+            fn mul(self, v: $ty) -> $ty {
+                // SAFETY: the type exists only where the CPU has it.
+                $ty(unsafe { $mul($splat(self), v.0) })
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use simd_lanes;
 
 /// Row `I` of F(4x4, 3x3)'s `A^T` applied to six values.
 #[inline(always)]

@@ -16,37 +16,16 @@ use std::arch::x86_64::*;
 #[derive(Clone, Copy)]
 pub(super) struct V8(pub(super) __m256);
 
-impl super::Lanes for V8 {}
-
 // The operations run only where a `V8` exists: inside this module's
 // AVX2 functions, which run where the CPU has AVX2 (`Winograd::new`
 // checked). Inlined there, each is one instruction.
-impl std::ops::Add for V8 {
-    type Output = V8;
-    #[inline(always)]
-    fn add(self, other: V8) -> V8 {
-        // SAFETY: the CPU has AVX2 (above).
-        V8(unsafe { _mm256_add_ps(self.0, other.0) })
-    }
-}
-
-impl std::ops::Sub for V8 {
-    type Output = V8;
-    #[inline(always)]
-    fn sub(self, other: V8) -> V8 {
-        // SAFETY: the CPU has AVX2 (above).
-        V8(unsafe { _mm256_sub_ps(self.0, other.0) })
-    }
-}
-
-impl std::ops::Mul<V8> for f32 {
-    type Output = V8;
-    #[inline(always)]
-    fn mul(self, v: V8) -> V8 {
-        // SAFETY: the CPU has AVX2 (above).
-        V8(unsafe { _mm256_mul_ps(_mm256_set1_ps(self), v.0) })
-    }
-}
+super::simd_lanes!(
+    V8,
+    _mm256_add_ps,
+    _mm256_sub_ps,
+    _mm256_mul_ps,
+    _mm256_set1_ps
+);
 
 /// Row `I` of `A^T` on six columns of eight tiles.
 #[target_feature(enable = "avx2")]
