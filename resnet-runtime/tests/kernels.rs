@@ -281,6 +281,31 @@ fn assert_portable_close_and_others_equal(
     }
 }
 
+/// Checks each instruction set on one thread against the f64 reference,
+/// and on 2 and 3 threads against itself bit for bit: for the NCHW GEMM,
+/// whose portable kernel rounds each product before adding it.
+fn assert_each_close_and_threads_equal(
+    (want, scale, tol): (&Array4<f64>, &Array4<f64>, f64),
+    what: &str,
+    run: impl Fn(Isa, usize) -> Array4<f32>,
+) {
+    for isa in Isa::supported() {
+        let one = run(isa, 1);
+        assert_close(&one, want, scale, tol, &format!("{what}, {isa:?}"));
+        for threads in 2..=3 {
+            let out = run(isa, threads);
+            let same = out
+                .iter()
+                .zip(&one)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{what}: {isa:?} on {threads} threads differs from one thread"
+            );
+        }
+    }
+}
+
 fn random_conv(rng: &mut Rng) -> ConvParams {
     let kernel = [1, 1, 3, 3, 3, 5, 7][rng.int(0, 6)];
     let groups = [1, 1, 1, 2, 4][rng.int(0, 4)];
@@ -857,16 +882,18 @@ fn blocked_convolutions_on_nchw_agree_bit_for_bit_across_isas() {
 }
 
 /// The layers of a network's blocked stages (`BlockedLayer`: Winograd
-/// F(2x2) and F(4x4) with whole-vector transforms, and the direct kernels
+/// F(2x2) and F(4x4) with whole-vector transforms, the direct kernels
 /// over a zero-padded copy of a blocked input, writing blocked or NCHW
-/// output) against the f64 reference, and every instruction set and
-/// thread count bit for bit against the portable kernels. Shapes: odd
-/// sizes whose last tiles are partial, a batch's last block of tiles
-/// short, and residuals added from another tensor or in place.
+/// output, and the patch GEMM gathering from blocks) against the f64
+/// reference, and every instruction set and thread count bit for bit
+/// against the portable kernels (the patch GEMM: each against itself).
+/// Shapes: odd sizes whose last tiles are partial, a batch's last block of
+/// tiles short, and residuals added from another tensor or in place.
 #[test]
 fn blocked_layers_match_f64_reference_and_agree_bit_for_bit() {
     let mut rng = Rng::seeded(11);
-    for case in 0..30 {
+    let mut patches = 0;
+    for case in 0..60 {
         let (kernel, stride, padding) = [
             (3, 1, 1),
             (3, 1, 1),
@@ -975,14 +1002,21 @@ fn blocked_layers_match_f64_reference_and_agree_bit_for_bit() {
         // Winograd spreads a tile's roundings over its outputs (see the
         // NCHW Winograd test): its error is held to the largest scale.
         let (tol, scale) = match layer.strategy() {
-            BlockedStrategy::Direct => (1e-6, scale),
+            BlockedStrategy::Direct | BlockedStrategy::Patches => (1e-6, scale),
             _ => {
                 let largest = scale.iter().cloned().fold(0.0, f64::max);
                 (1e-5, scale.mapv(|_| largest))
             }
         };
-        assert_portable_close_and_others_equal((&want, &scale, tol), &what, run);
+        match layer.strategy() {
+            BlockedStrategy::Patches => {
+                patches += 1;
+                assert_each_close_and_threads_equal((&want, &scale, tol), &what, run)
+            }
+            _ => assert_portable_close_and_others_equal((&want, &scale, tol), &what, run),
+        }
     }
+    assert!(patches >= 2, "{patches} cases ran the patch GEMM on blocks");
 }
 
 /// `x` blocked.

@@ -5,7 +5,8 @@
 //! materialised: a 1x1 stride-1 convolution multiplies the input as it lies
 //! (rows are channels, columns pixels), and every other shape packs its
 //! patches straight from the input block by block (the private `Patches`
-//! packer). Layers with output rows at least a tile wide (the stem) copy
+//! packer), from NCHW planes or, for the first layers of a network's NCHW
+//! stages, from channel blocks (`Conv2d::forward_blocked`). Layers with output rows at least a tile wide (the stem) copy
 //! each image once, padded and split by column phase, and the micro-kernel
 //! reads their patches in place (`direct.rs`). 3x3 stride-1 layers run as
 //! Winograd F(4x4, 3x3) or F(2x2, 3x3) instead ([`ConvStrategy::for_params`]
@@ -546,7 +547,16 @@ impl Conv2d {
         }
         match &self.packed {
             Packed::Gemm(weights) => {
-                self.forward_gemm(weights, batch, x, out, &epilogue, workspace, threads)
+                let planes = Planes::Planar;
+                self.forward_gemm(
+                    weights,
+                    (batch, planes),
+                    x,
+                    out,
+                    &epilogue,
+                    workspace,
+                    threads,
+                )
             }
             Packed::Direct(weights, offsets) => {
                 let epilogue = |image| self.epilogue(image, 0, &epilogue);
@@ -583,12 +593,80 @@ impl Conv2d {
         }
     }
 
-    /// One GEMM per image and group, packing `B` as the strategy says.
+    /// Whether [`Conv2d::forward_blocked`] can run `p`.
+    pub(crate) fn reads_blocked(p: &ConvParams) -> bool {
+        Planes::Blocked.fit(p)
+    }
+
+    /// `out = relu?(conv(x) + bias + shortcut)` for `batch` channel-blocked
+    /// images (`[N][C / 16][H][W][16]`), the output NCHW: the patch GEMM
+    /// gathering its patches from the blocks. The strided 1x1 shortcut into
+    /// a network's first NCHW stage reads the last blocked value so.
+    /// Allocates nothing.
+    ///
+    /// # Panics
+    /// If the layer does not run [`ConvStrategy::Patches`] on a kernel of
+    /// at most 3x3, a slice's length does not match `batch` images, or the
+    /// workspace is short.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_blocked(
+        &self,
+        x: &[f32],
+        batch: usize,
+        out: &mut [f32],
+        shortcut: Shortcut,
+        relu: bool,
+        workspace: &mut [f32],
+        threads: usize,
+    ) {
+        let p = &self.params;
+        let planes = Planes::Blocked;
+        assert!(planes.fit(p), "no blocked patches for {p:?}");
+        assert_eq!(self.strategy, ConvStrategy::Patches, "blocked patches");
+        let Packed::Gemm(weights) = &self.packed else {
+            unreachable!("the patch GEMM's weights are packed for it")
+        };
+        let (oh, ow) = p.out_hw();
+        assert_eq!(
+            x.len(),
+            batch * p.in_channels * p.in_h * p.in_w,
+            "blocked input of {p:?}"
+        );
+        assert_eq!(
+            out.len(),
+            batch * p.out_channels * oh * ow,
+            "output of {p:?}"
+        );
+        if let Shortcut::Add(residual, channels) = shortcut {
+            assert_eq!(
+                residual.len(),
+                batch * channels * oh * ow,
+                "residual of {p:?}"
+            );
+        }
+        let epilogue = ConvEpilogue {
+            bias: &self.bias,
+            shortcut,
+            relu,
+        };
+        self.forward_gemm(
+            weights,
+            (batch, planes),
+            x,
+            out,
+            &epilogue,
+            workspace,
+            threads,
+        );
+    }
+
+    /// One GEMM per image and group, packing `B` as the strategy says from
+    /// input laid out as `planes` says.
     #[allow(clippy::too_many_arguments)]
     fn forward_gemm(
         &self,
         weights: &[PackedWeights],
-        batch: usize,
+        (batch, planes): (usize, Planes),
         x: &[f32],
         out: &mut [f32],
         epilogue: &ConvEpilogue,
@@ -613,6 +691,7 @@ impl Conv2d {
                     input,
                     isa: weights[g].isa(),
                     params: *p,
+                    planes,
                     out_w: ow,
                 }),
             };
@@ -662,15 +741,64 @@ impl PackB for ConvB<'_> {
 /// demand: row `k = (c, ky, kx)`, column `n = (oy, ox)` holds
 /// `input[c][oy * stride + ky - pad][ox * stride + kx - pad]`, zero outside.
 /// A panel copies run by run (one run per output row it crosses), or, for
-/// 3x3 and smaller kernels on output rows narrower than a panel, gathers
-/// through a table of offsets.
+/// 3x3 and smaller kernels on output rows narrower than a panel and on
+/// blocked input, gathers through a table of offsets.
 #[derive(Clone, Copy)]
 struct Patches<'a> {
     input: &'a [f32],
     /// The instruction set the packer's copies use: the weights'.
     isa: Isa,
     params: ConvParams,
+    planes: Planes,
     out_w: usize,
+}
+
+/// How a patch GEMM's input lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Planes {
+    /// NCHW: channel `c`'s plane whole at `c * H * W`.
+    Planar,
+    /// Channel-blocked (`[C / 16][H][W][16]`).
+    Blocked,
+}
+
+impl Planes {
+    /// Whether [`Patches`] can read `p`'s input laid out so: blocked
+    /// input is gathered through the table, which takes kernels of up to
+    /// [`TABLE_TAPS`] taps and 32-bit offsets.
+    fn fit(self, p: &ConvParams) -> bool {
+        match self {
+            Planes::Planar => true,
+            Planes::Blocked => {
+                p.groups == 1
+                    && p.in_channels.is_multiple_of(blocked::BLOCK)
+                    && p.kernel * p.kernel <= TABLE_TAPS
+                    && p.in_h * p.in_w * blocked::BLOCK < u32::MAX as usize
+            }
+        }
+    }
+
+    /// Floats from one pixel of a plane to the next.
+    fn pixel(self) -> usize {
+        match self {
+            Planes::Planar => 1,
+            Planes::Blocked => blocked::BLOCK,
+        }
+    }
+
+    /// Channel `c`'s plane of `input` (one image's planes of `len` pixels),
+    /// as a slice that starts at its first pixel and ends at its last:
+    /// pixel `i` at `i * pixel()`.
+    fn channel(self, input: &[f32], c: usize, len: usize) -> &[f32] {
+        match self {
+            Planes::Planar => &input[c * len..][..len],
+            Planes::Blocked => {
+                let (block, lane) = (c / blocked::BLOCK, c % blocked::BLOCK);
+                let start = block * blocked::BLOCK * len + lane;
+                &input[start..][..(len - 1) * blocked::BLOCK + 1]
+            }
+        }
+    }
 }
 
 impl PackB for Patches<'_> {
@@ -699,7 +827,14 @@ impl PackB for Patches<'_> {
         for (j, panel) in panels.enumerate() {
             let col = n0 + j * nr;
             let width = nr.min(n0 + nc - col);
-            if kernel * kernel <= TABLE_TAPS && ow < nr && in_h * in_w < u32::MAX as usize {
+            let table = match self.planes {
+                Planes::Planar => {
+                    kernel * kernel <= TABLE_TAPS && ow < nr && in_h * in_w < u32::MAX as usize
+                }
+                // Blocks have no runs to copy ([`Planes::fit`] checked the table's limits).
+                Planes::Blocked => true,
+            };
+            if table {
                 self.gather_panel(k0, col, width, panel, nr);
                 continue;
             }
@@ -751,7 +886,8 @@ impl Patches<'_> {
     /// Packs one panel, columns `col..col + width`, through a table of the
     /// offset each column reads at each kernel tap. For output rows narrower
     /// than a panel, a row of the panel crosses several short runs, and
-    /// copying run by run costs more than the copying itself.
+    /// copying run by run costs more than the copying itself; blocked
+    /// input has no runs.
     fn gather_panel(&self, k0: usize, col: usize, width: usize, panel: &mut [f32], nr: usize) {
         let ConvParams {
             kernel,
@@ -761,6 +897,7 @@ impl Patches<'_> {
             in_w,
             ..
         } = self.params;
+        let pixel = self.planes.pixel();
         let taps = kernel * kernel;
         // Offset of each column's input in a channel plane, per tap; past
         // the plane (so the gather reads a zero) where it falls in the padding.
@@ -772,14 +909,13 @@ impl Patches<'_> {
                 let ix = (ox * stride + t % kernel).checked_sub(padding);
                 let inside = (iy.filter(|&y| y < in_h), ix.filter(|&x| x < in_w));
                 if let (Some(iy), Some(ix)) = inside {
-                    row[l] = (iy * in_w + ix) as u32;
+                    row[l] = ((iy * in_w + ix) * pixel) as u32;
                 }
             }
         }
-        let plane_len = in_h * in_w;
         let (mut c, mut t) = (k0 / taps, k0 % taps);
         for dst in panel.chunks_exact_mut(nr) {
-            let plane = &self.input[c * plane_len..][..plane_len];
+            let plane = self.planes.channel(self.input, c, in_h * in_w);
             let (real, past) = dst.split_at_mut(width);
             gather(self.isa, real, plane, &table[t]);
             past.fill(0.0);

@@ -3,8 +3,8 @@
 //! blocked, padded blocked or NCHW output.
 
 use super::winograd::BlockedWinograd;
-use super::{BlockedConv, BlockedIo};
-use crate::kernels::conv::{ConvParams, Shortcut};
+use super::{BlockedConv, BlockedIo, BlockedOutput};
+use crate::kernels::conv::{Conv2d, ConvParams, ConvStrategy, Shortcut};
 use crate::kernels::gemm::Isa;
 use ndarray::{ArrayView1, ArrayView4};
 
@@ -19,18 +19,38 @@ pub enum BlockedStrategy {
     Winograd2x2,
     /// Winograd F(4x4, 3x3): 3x3 stride-1 layers with outputs of 28 and more.
     Winograd4x4,
+    /// The NCHW patch GEMM, gathering its patches from the blocks: strided
+    /// 1x1 layers that write NCHW outputs narrower than 14 a side
+    /// (ResNet's shortcut into its 7x7 stage).
+    Patches,
 }
 
+/// The output side below which a strided 1x1 layer that writes NCHW runs
+/// the patch GEMM ([`BlockedStrategy::Patches`]). The direct kernels sweep
+/// its weights (8 MB into ResNet-50's 7x7 stage) every few tiles of such
+/// small images, where the GEMM blocks them by depth: that layer went from
+/// 0.94 to 0.79-0.82 ms at batch 1 and from 7.2-7.4 to 5.7-5.8 ms at batch
+/// 8. The strided 3x3 layer beside it reads a padded input in place, and
+/// the patch GEMM gathering from it was no faster at batch 1 and 7% slower
+/// at batch 8.
+pub(crate) const PATCHES_BELOW: usize = 14;
+
 impl BlockedStrategy {
-    /// The strategy for `p` on plain blocks. F(4x4)'s filters are four
-    /// times the plain weights and F(2x2)'s 16/9 of them: F(4x4) takes the
-    /// wide outputs (at 14x14 it was faster than F(2x2), 3.16 against
-    /// 3.75 ms alone at batch 8, but ResNet-50's six such layers would hold 31 MB
+    /// The strategy for `p` reading and writing as `io` says. Winograd
+    /// reads plain blocks and writes them. F(4x4)'s filters are four times
+    /// the plain weights and F(2x2)'s 16/9 of them: F(4x4) takes the wide
+    /// outputs (at 14x14 it was faster than F(2x2), 3.16 against 3.75 ms
+    /// alone at batch 8, but ResNet-50's five such layers would hold 26 MB
     /// more), and Winograd stops at 7x7, where ResNet's widest 3x3 layers
     /// are.
-    pub fn for_params(p: &ConvParams) -> BlockedStrategy {
+    pub fn for_params(p: &ConvParams, io: BlockedIo) -> BlockedStrategy {
         let side = p.out_hw().0.min(p.out_hw().1);
-        match BlockedWinograd::fits(p) {
+        let strided_1x1 = p.kernel == 1 && p.stride > 1;
+        let patches = strided_1x1 && side < PATCHES_BELOW && Conv2d::reads_blocked(p);
+        if patches && io.output == BlockedOutput::Planar && !io.padded_input {
+            return BlockedStrategy::Patches;
+        }
+        match BlockedWinograd::fits(p) && io == BlockedIo::default() {
             true if side >= 28 => BlockedStrategy::Winograd4x4,
             true if side >= 8 => BlockedStrategy::Winograd2x2,
             _ => BlockedStrategy::Direct,
@@ -51,6 +71,7 @@ pub struct BlockedLayer {
 enum Kernel {
     Direct(BlockedConv),
     Winograd(BlockedWinograd),
+    Patches(Conv2d),
 }
 
 impl BlockedLayer {
@@ -87,12 +108,7 @@ impl BlockedLayer {
         io: BlockedIo,
     ) -> Self {
         assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
-        // Winograd reads plain blocks and writes them.
-        let strategy = match io == BlockedIo::default() {
-            true => BlockedStrategy::for_params(&p),
-            false => BlockedStrategy::Direct,
-        };
-        let kernel = match strategy {
+        let kernel = match BlockedStrategy::for_params(&p, io) {
             BlockedStrategy::Direct => Kernel::Direct(BlockedConv::new(isa, p, weight, bias)),
             BlockedStrategy::Winograd2x2 => {
                 Kernel::Winograd(BlockedWinograd::new(isa, 2, p, weight, bias))
@@ -100,6 +116,13 @@ impl BlockedLayer {
             BlockedStrategy::Winograd4x4 => {
                 Kernel::Winograd(BlockedWinograd::new(isa, 4, p, weight, bias))
             }
+            BlockedStrategy::Patches => Kernel::Patches(Conv2d::with_strategy(
+                isa,
+                ConvStrategy::Patches,
+                p,
+                weight,
+                bias,
+            )),
         };
         BlockedLayer { kernel, io }
     }
@@ -114,6 +137,7 @@ impl BlockedLayer {
         match &self.kernel {
             Kernel::Direct(c) => c.params(),
             Kernel::Winograd(c) => c.params(),
+            Kernel::Patches(c) => c.params(),
         }
     }
 
@@ -123,6 +147,7 @@ impl BlockedLayer {
             Kernel::Direct(_) => BlockedStrategy::Direct,
             Kernel::Winograd(w) if w.outputs() == 2 => BlockedStrategy::Winograd2x2,
             Kernel::Winograd(_) => BlockedStrategy::Winograd4x4,
+            Kernel::Patches(_) => BlockedStrategy::Patches,
         }
     }
 
@@ -131,6 +156,7 @@ impl BlockedLayer {
         match &self.kernel {
             Kernel::Direct(c) => c.workspace_len(),
             Kernel::Winograd(c) => c.workspace_len(threads),
+            Kernel::Patches(c) => c.workspace_len(threads),
         }
     }
 
@@ -159,6 +185,7 @@ impl BlockedLayer {
                 c.forward_blocked(x, n, out, shortcut, epilogue, workspace, threads)
             }
             Kernel::Winograd(c) => c.forward(x, n, out, shortcut, relu, workspace, threads),
+            Kernel::Patches(c) => c.forward_blocked(x, n, out, shortcut, relu, workspace, threads),
         }
     }
 }
