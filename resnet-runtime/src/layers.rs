@@ -224,7 +224,7 @@ impl ConvLayer {
                     padded_input: layout.input == Layout::BlockedPadded,
                     output,
                 };
-                ConvKernel::Blocked(BlockedLayer::new(p, weight.view(), bias, io))
+                ConvKernel::Blocked(BlockedLayer::from_weight(p, weight, bias, io))
             }
         };
         ConvLayer {

@@ -30,10 +30,10 @@
 //! there: these kernels, on a zero-padded copy where the layer pads, or
 //! [`winograd::BlockedWinograd`] for its 3x3 stride-1 layers.
 
-use super::conv::{bias_or_zeros, ConvParams, Shortcut};
+use super::conv::{bias_or_zeros, row_major, ConvParams, Shortcut};
 use super::gemm::{Isa, SendPtr};
 use super::parallel::on_each;
-use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
+use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewMut4};
 
 mod layer;
 mod stem;
@@ -150,6 +150,21 @@ impl BlockedConv {
         weight: ArrayView4<f32>,
         bias: Option<ArrayView1<f32>>,
     ) -> Self {
+        Self::from_weight(isa, params, weight.to_owned(), bias)
+    }
+
+    /// As [`BlockedConv::new`], taking the weight by value: it is packed
+    /// in its own buffer, a panel at a time (a panel's output channels are
+    /// neighbouring rows of `[out, in, k, k]`).
+    ///
+    /// # Panics
+    /// As [`BlockedConv::new`].
+    pub fn from_weight(
+        isa: Isa,
+        params: ConvParams,
+        weight: Array4<f32>,
+        bias: Option<ArrayView1<f32>>,
+    ) -> Self {
         let ConvParams {
             in_channels: cin,
             out_channels: cout,
@@ -166,15 +181,22 @@ impl BlockedConv {
             Isa::Avx512 => 2 * BLOCK,
             Isa::Avx2 | Isa::Portable => BLOCK,
         };
-        let mut weights = Vec::with_capacity(cin * cout * k * k);
-        for o0 in (0..cout).step_by(panel) {
-            let width = panel.min(cout - o0);
-            for block in 0..cin / BLOCK {
-                for (ky, kx) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))) {
-                    for lane in 0..BLOCK {
-                        let i = block * BLOCK + lane;
-                        weights.extend((o0..o0 + width).map(|o| weight[(o, i, ky, kx)]));
-                    }
+        // Each panel of `width` output channels becomes rows of `width`,
+        // one per input channel block, tap and lane in that order.
+        let depth = cin * k * k;
+        let mut weights = row_major(weight);
+        let mut rows = vec![0f32; panel * depth];
+        for packed in weights.chunks_mut(panel * depth) {
+            let width = packed.len() / depth;
+            let rows = &mut rows[..packed.len()];
+            rows.copy_from_slice(packed);
+            let order = (0..cin / BLOCK).flat_map(|block| {
+                (0..k * k)
+                    .flat_map(move |tap| (0..BLOCK).map(move |lane| (block * BLOCK + lane, tap)))
+            });
+            for (row, (i, tap)) in packed.chunks_exact_mut(width).zip(order) {
+                for (o, v) in row.iter_mut().enumerate() {
+                    *v = rows[o * depth + i * k * k + tap];
                 }
             }
         }

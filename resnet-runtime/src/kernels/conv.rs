@@ -212,6 +212,21 @@ pub(crate) struct ConvEpilogue<'a> {
     pub relu: bool,
 }
 
+/// `weight`'s values in row-major order: its own buffer where they already
+/// lie so in all of it, else a copy.
+pub(crate) fn row_major(weight: Array4<f32>) -> Vec<f32> {
+    if !weight.is_standard_layout() {
+        return weight.iter().copied().collect();
+    }
+    let len = weight.len();
+    let (data, offset) = weight.into_raw_vec_and_offset();
+    match offset {
+        Some(0) | None if data.len() == len => data,
+        // A standard-layout array that starts or ends inside its buffer.
+        offset => data[offset.unwrap_or(0)..][..len].to_vec(),
+    }
+}
+
 /// `bias` as a vector, or zeros: one per output channel of `params`.
 ///
 /// # Panics
@@ -274,7 +289,21 @@ impl Conv2d {
         weight: Array4<f32>,
         bias: Option<ArrayView1<f32>>,
     ) -> Self {
-        let (isa, strategy) = (Isa::best(), ConvStrategy::for_params(&params));
+        let strategy = ConvStrategy::for_params(&params);
+        Self::from_weight_as(Isa::best(), strategy, params, weight, bias)
+    }
+
+    /// As [`Conv2d::from_weight`], with a given instruction set and strategy.
+    ///
+    /// # Panics
+    /// As [`Conv2d::with_strategy`].
+    pub(crate) fn from_weight_as(
+        isa: Isa,
+        strategy: ConvStrategy,
+        params: ConvParams,
+        weight: Array4<f32>,
+        bias: Option<ArrayView1<f32>>,
+    ) -> Self {
         let shape = (
             params.out_channels,
             params.in_channels,
@@ -286,18 +315,14 @@ impl Conv2d {
             ConvStrategy::Winograd | ConvStrategy::Winograd4x4 | ConvStrategy::Blocked
         ) || params.groups != 1
             || weight.dim() != shape
-            || !weight.is_standard_layout()
+            || !strategy.fits(&params)
+            || !isa.is_supported()
         {
+            // These pack into a new buffer, or panic.
             return Self::with_strategy(isa, strategy, params, weight.view(), bias);
         }
         params.check();
-        let len = weight.len();
-        let (data, offset) = weight.into_raw_vec_and_offset();
-        let data = match offset {
-            Some(0) | None if data.len() == len => data,
-            // A standard-layout array that starts or ends inside its buffer.
-            offset => data[offset.unwrap_or(0)..][..len].to_vec(),
-        };
+        let data = row_major(weight);
         let k = params.in_channels * params.kernel * params.kernel;
         let packed = PackedWeights::from_row_major(isa, params.out_channels, k, data);
         let packed = match strategy {

@@ -6,7 +6,7 @@ use super::winograd::BlockedWinograd;
 use super::{BlockedConv, BlockedIo, BlockedOutput};
 use crate::kernels::conv::{Conv2d, ConvParams, ConvStrategy, Shortcut};
 use crate::kernels::gemm::Isa;
-use ndarray::{ArrayView1, ArrayView4};
+use ndarray::{Array4, ArrayView1, ArrayView4};
 
 /// How a [`BlockedLayer`] computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +96,22 @@ impl BlockedLayer {
         Self::with_isa(Isa::best(), p, weight, bias, io)
     }
 
+    /// As [`BlockedLayer::new`], taking the weight by value: the patch
+    /// GEMM packs it in its own buffer, as [`Conv2d::from_weight`] does,
+    /// so that building a model frees no large copy (which would leave the
+    /// allocator keeping freed blocks of that size in its heap).
+    ///
+    /// # Panics
+    /// As [`BlockedLayer::new`].
+    pub fn from_weight(
+        p: ConvParams,
+        weight: Array4<f32>,
+        bias: Option<ArrayView1<f32>>,
+        io: BlockedIo,
+    ) -> Self {
+        Self::build(Isa::best(), p, weight, bias, io)
+    }
+
     /// As [`BlockedLayer::new`], for instruction set `isa`.
     ///
     /// # Panics
@@ -107,16 +123,29 @@ impl BlockedLayer {
         bias: Option<ArrayView1<f32>>,
         io: BlockedIo,
     ) -> Self {
+        Self::build(isa, p, weight.to_owned(), bias, io)
+    }
+
+    /// [`BlockedLayer::with_isa`] on a weight it owns.
+    fn build(
+        isa: Isa,
+        p: ConvParams,
+        weight: Array4<f32>,
+        bias: Option<ArrayView1<f32>>,
+        io: BlockedIo,
+    ) -> Self {
         assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
         let kernel = match BlockedStrategy::for_params(&p, io) {
-            BlockedStrategy::Direct => Kernel::Direct(BlockedConv::new(isa, p, weight, bias)),
+            BlockedStrategy::Direct => {
+                Kernel::Direct(BlockedConv::from_weight(isa, p, weight, bias))
+            }
             BlockedStrategy::Winograd2x2 => {
-                Kernel::Winograd(BlockedWinograd::new(isa, 2, p, weight, bias))
+                Kernel::Winograd(BlockedWinograd::new(isa, 2, p, weight.view(), bias))
             }
             BlockedStrategy::Winograd4x4 => {
-                Kernel::Winograd(BlockedWinograd::new(isa, 4, p, weight, bias))
+                Kernel::Winograd(BlockedWinograd::new(isa, 4, p, weight.view(), bias))
             }
-            BlockedStrategy::Patches => Kernel::Patches(Conv2d::with_strategy(
+            BlockedStrategy::Patches => Kernel::Patches(Conv2d::from_weight_as(
                 isa,
                 ConvStrategy::Patches,
                 p,
