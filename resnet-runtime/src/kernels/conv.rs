@@ -5,10 +5,11 @@
 //! materialised: a 1x1 stride-1 convolution multiplies the input as it lies
 //! (rows are channels, columns pixels), and every other shape packs its
 //! patches straight from the input block by block (the private `Patches`
-//! packer), from NCHW planes or, for the first layers of a network's NCHW
-//! stages, from channel blocks (`Conv2d::forward_blocked`). Layers with output rows at least a tile wide (the stem) copy
-//! each image once, padded and split by column phase, and the micro-kernel
-//! reads their patches in place (`direct.rs`). 3x3 stride-1 layers run as
+//! packer), from NCHW planes or, for a layer that reads a network's last
+//! blocked value, from channel blocks (`Conv2d::forward_blocked`). Layers
+//! with output rows at least a tile wide (the stem) copy each image once,
+//! padded and split by column phase, and the micro-kernel reads their
+//! patches in place (`direct.rs`). 3x3 stride-1 layers run as
 //! Winograd F(4x4, 3x3) or F(2x2, 3x3) instead ([`ConvStrategy::for_params`]
 //! says where).
 
@@ -572,16 +573,8 @@ impl Conv2d {
         }
         match &self.packed {
             Packed::Gemm(weights) => {
-                let planes = Planes::Planar;
-                self.forward_gemm(
-                    weights,
-                    (batch, planes),
-                    x,
-                    out,
-                    &epilogue,
-                    workspace,
-                    threads,
-                )
+                let input = (x, Planes::Planar);
+                self.forward_gemm(weights, batch, input, out, &epilogue, workspace, threads)
             }
             Packed::Direct(weights, offsets) => {
                 let epilogue = |image| self.epilogue(image, 0, &epilogue);
@@ -674,15 +667,8 @@ impl Conv2d {
             shortcut,
             relu,
         };
-        self.forward_gemm(
-            weights,
-            (batch, planes),
-            x,
-            out,
-            &epilogue,
-            workspace,
-            threads,
-        );
+        let input = (x, planes);
+        self.forward_gemm(weights, batch, input, out, &epilogue, workspace, threads);
     }
 
     /// One GEMM per image and group, packing `B` as the strategy says from
@@ -691,8 +677,8 @@ impl Conv2d {
     fn forward_gemm(
         &self,
         weights: &[PackedWeights],
-        (batch, planes): (usize, Planes),
-        x: &[f32],
+        batch: usize,
+        (x, planes): (&[f32], Planes),
         out: &mut [f32],
         epilogue: &ConvEpilogue,
         workspace: &mut [f32],

@@ -96,10 +96,11 @@ impl BlockedLayer {
         Self::with_isa(Isa::best(), p, weight, bias, io)
     }
 
-    /// As [`BlockedLayer::new`], taking the weight by value: the patch
-    /// GEMM packs it in its own buffer, as [`Conv2d::from_weight`] does,
-    /// so that building a model frees no large copy (which would leave the
-    /// allocator keeping freed blocks of that size in its heap).
+    /// As [`BlockedLayer::new`], taking the weight by value: the direct
+    /// kernels and the patch GEMM pack it in its own buffer, as
+    /// [`Conv2d::from_weight`] does, so that building a model frees no
+    /// large copy (after which the allocator would keep freed blocks of
+    /// that size in its heap rather than return them).
     ///
     /// # Panics
     /// As [`BlockedLayer::new`].
