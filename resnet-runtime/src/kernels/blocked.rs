@@ -948,11 +948,12 @@ mod x86 {
 
     /// What step `lane` of tile `t` asks for ahead: its pixel of the next
     /// input block (`next`; pixel `lane` of `px`, as [`Tile::input`] places
-    /// it with `step` and `second`) and its row of the panel's weights one
-    /// block on (`w` the block's first row, `blocks` vectors of 16 a row).
-    /// A tile reads each block's pixels from `px` cache lines at once, and
-    /// the weights stream from L2 (1024->256 at 14x14, batch 8, alone:
-    /// 2.57 -> 2.44 ms; 256->64 at 56x56: 2.68 -> 2.53 ms).
+    /// it with `step` and `second`), its row of the panel's weights one
+    /// block on (`w` the block's first row, `blocks` vectors of 16 a row),
+    /// and into L2 the row [`FAR_BLOCKS`] blocks on. A tile reads each
+    /// block's pixels from `px` cache lines at once, and the weights stream
+    /// from L2 (1024->256 at 14x14, batch 8, alone: 2.57 -> 2.44 ms;
+    /// 256->64 at 56x56: 2.68 -> 2.53 ms), or from beyond it at batch 1.
     #[inline(always)]
     fn prefetch_step(
         t: &Tile,
@@ -971,9 +972,20 @@ mod x86 {
             for v in 0..blocks {
                 let ahead = w.wrapping_add((BLOCK + lane) * blocks * 16 + v * 16);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                let far = w.wrapping_add((FAR_BLOCKS * BLOCK + lane) * blocks * 16 + v * 16);
+                _mm_prefetch::<_MM_HINT_T1>(far.cast());
             }
         }
     }
+
+    /// Input blocks ahead that a step asks for its weights into L2: 16 KiB
+    /// of a 32-wide panel. At batch 1 a layer's weights come from beyond L2
+    /// on every pass, and the hardware's prefetcher does not run that far
+    /// ahead of the panel's first tile: blocked F(2x2) at 14x14
+    /// with cold filters, alone, 0.63-0.65 -> 0.54-0.58 ms; in ResNet-50
+    /// at batch 1 its five layers 2.72-2.79 -> 2.41-2.53 ms. Batch 8, whose
+    /// tiles share each row, is unchanged; 4 and 16 blocks did no better.
+    const FAR_BLOCKS: usize = 8;
 
     /// A tile of `len` pixels, `stride` apart in the input, in the
     /// kernel's tile sizes: 14 pixels at a time, then 7, 4, 2, 1.
