@@ -338,7 +338,8 @@ pub const BLOCKED_MIN_SIDE: usize = 14;
 /// interleaves its channels) while its values are at least
 /// [`BLOCKED_MIN_SIDE`] a side, then NCHW: the first layers to narrower
 /// outputs (strided, so never Winograd) read blocked and write NCHW (the
-/// runtime runs them as the patch GEMM, gathering from the blocks). It
+/// runtime runs a strided 1x1 one as the patch GEMM, gathering from the
+/// blocks). It
 /// does when every blocked layer is one the blocked kernels take:
 /// ungrouped, on multiples of 16 channels, adding a residual of all its
 /// output channels, and reading only values from the pool on. Any other

@@ -6,7 +6,7 @@ use super::winograd::BlockedWinograd;
 use super::{BlockedConv, BlockedIo, BlockedOutput};
 use crate::kernels::conv::{Conv2d, ConvParams, ConvStrategy, Shortcut};
 use crate::kernels::gemm::Isa;
-use ndarray::{Array4, ArrayView1, ArrayView4};
+use ndarray::{Array4, ArrayView1, ArrayView4, CowArray, Ix4};
 
 /// How a [`BlockedLayer`] computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +110,7 @@ impl BlockedLayer {
         bias: Option<ArrayView1<f32>>,
         io: BlockedIo,
     ) -> Self {
-        Self::build(Isa::best(), p, weight, bias, io)
+        Self::build(Isa::best(), p, weight.into(), bias, io)
     }
 
     /// As [`BlockedLayer::new`], for instruction set `isa`.
@@ -124,21 +124,23 @@ impl BlockedLayer {
         bias: Option<ArrayView1<f32>>,
         io: BlockedIo,
     ) -> Self {
-        Self::build(isa, p, weight.to_owned(), bias, io)
+        Self::build(isa, p, weight.into(), bias, io)
     }
 
-    /// [`BlockedLayer::with_isa`] on a weight it owns.
+    /// [`BlockedLayer::with_isa`] on a weight it may own: the strategies
+    /// that pack in the weight's buffer copy a borrowed one first, and
+    /// Winograd, which transforms into a new buffer, only reads it.
     fn build(
         isa: Isa,
         p: ConvParams,
-        weight: Array4<f32>,
+        weight: CowArray<f32, Ix4>,
         bias: Option<ArrayView1<f32>>,
         io: BlockedIo,
     ) -> Self {
         assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
         let kernel = match BlockedStrategy::for_params(&p, io) {
             BlockedStrategy::Direct => {
-                Kernel::Direct(BlockedConv::from_weight(isa, p, weight, bias))
+                Kernel::Direct(BlockedConv::from_weight(isa, p, weight.into_owned(), bias))
             }
             BlockedStrategy::Winograd2x2 => {
                 Kernel::Winograd(BlockedWinograd::new(isa, 2, p, weight.view(), bias))
@@ -150,7 +152,7 @@ impl BlockedLayer {
                 isa,
                 ConvStrategy::Patches,
                 p,
-                weight,
+                weight.into_owned(),
                 bias,
             )),
         };
