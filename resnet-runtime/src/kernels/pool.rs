@@ -183,7 +183,7 @@ impl BlockedPool {
     pub(crate) fn new(isa: Isa, hw: (usize, usize), window: (usize, usize, usize)) -> Self {
         BlockedPool {
             pool: MaxPool::new(Isa::Portable, hw, window),
-            avx512: isa == Isa::Avx512,
+            avx512: isa == Isa::Avx512 && window.0 <= MAX_WINDOW,
         }
     }
 
@@ -388,6 +388,8 @@ impl MaxPool {
 /// Input columns [`max_pool2d`] reduces over rows at a time; wider windows
 /// go window by window.
 const ROW_CHUNK: usize = 256;
+/// The most rows a window of the AVX-512 blocked rows spans.
+const MAX_WINDOW: usize = 8;
 
 /// The larger of `m` and `v`, keeping `m` when `v` is NaN. A comparison
 /// compiles to one max instruction; `f32::max` adds NaN handling that costs
@@ -648,7 +650,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::MaxPool;
+    use super::{MaxPool, MAX_WINDOW};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -668,17 +670,29 @@ mod x86 {
         pool: &MaxPool,
         out: &mut [f32],
     ) {
+        // Each row's start, looked up once for the row of outputs.
+        let mut starts = [std::ptr::null::<f32>(); MAX_WINDOW];
+        let starts = &mut starts[..rows.len()];
+        for (start, y) in starts.iter_mut().zip(rows) {
+            *start = row(y);
+        }
         let lowest = _mm512_set1_ps(f32::NEG_INFINITY);
+        let column = |x: usize| {
+            starts.iter().fold(lowest, |column, &start| {
+                // SAFETY: pixel `x` of a window row (the caller's contract).
+                let v = unsafe { _mm512_loadu_ps(start.add(x * 16)) };
+                _mm512_max_ps(v, column)
+            })
+        };
+        // The last column of a window, which starts the next one where
+        // the stride is one less than the kernel (ResNet's 3x3/2 pool).
+        let mut last = (usize::MAX, lowest);
         for (ox, out) in out.chunks_exact_mut(16).enumerate() {
             let mut m = lowest;
             for x in pool.window(ox, w) {
-                let mut column = lowest;
-                for y in rows.clone() {
-                    // SAFETY: pixel `x` of row `y` (the caller's contract).
-                    let v = unsafe { _mm512_loadu_ps(row(y).add(x * 16)) };
-                    column = _mm512_max_ps(v, column);
-                }
+                let column = if x == last.0 { last.1 } else { column(x) };
                 m = _mm512_max_ps(column, m);
+                last = (x, column);
             }
             // SAFETY: `out` holds 16 floats.
             unsafe { _mm512_storeu_ps(out.as_mut_ptr(), m) };
@@ -849,7 +863,9 @@ mod tests {
     }
 
     /// The same on blocked tensors: every instruction set's rows against
-    /// the portable loop's, NaNs and signed zeros included.
+    /// the portable loop's, NaNs and signed zeros included, for ResNet's
+    /// 3x3/2 windows (which share a column) and windows that share none,
+    /// share two, or span more rows than the AVX-512 rows take.
     #[test]
     fn blocked_max_pool_matches_the_portable_one_on_every_isa() {
         let values = [
@@ -863,18 +879,34 @@ mod tests {
             0.0,
             -2.0,
         ];
-        for isa in Isa::supported() {
-            for (h, w, padding) in [(1, 2, 1), (3, 3, 0), (7, 16, 1), (6, 33, 0), (112, 112, 1)] {
+        let windows = [
+            (3, 2, 0),
+            (3, 2, 1),
+            (2, 2, 0),
+            (3, 1, 1),
+            (5, 2, 2),
+            (9, 3, 4),
+        ];
+        for (isa, window) in Isa::supported()
+            .into_iter()
+            .flat_map(|isa| windows.map(|window| (isa, window)))
+        {
+            let (kernel, stride, padding) = window;
+            for (h, w) in [(1, 2), (3, 3), (7, 16), (6, 33), (112, 112)] {
+                if h + 2 * padding < kernel || w + 2 * padding < kernel {
+                    continue;
+                }
                 let dim = (2, 32, h, w);
                 let x: Vec<f32> = (0..2 * 32 * h * w)
                     .map(|i| values[i * 7919 % 97 % values.len()])
                     .collect();
-                let (oh, ow) = ((h + 2 * padding - 3) / 2 + 1, (w + 2 * padding - 3) / 2 + 1);
-                let (mut want, mut got) = (vec![0.0; 64 * oh * ow], vec![0.0; 64 * oh * ow]);
-                max_pool2d_blocked_on(Isa::Portable, &x, dim, &mut want, (3, 2, padding), 2);
-                max_pool2d_blocked_on(isa, &x, dim, &mut got, (3, 2, padding), 2);
+                let out = |side: usize| (side + 2 * padding - kernel) / stride + 1;
+                let len = 64 * out(h) * out(w);
+                let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
+                max_pool2d_blocked_on(Isa::Portable, &x, dim, &mut want, window, 2);
+                max_pool2d_blocked_on(isa, &x, dim, &mut got, window, 2);
                 let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "{isa:?} {h}x{w} padding {padding}");
+                assert_eq!(bits(&got), bits(&want), "{isa:?} {h}x{w} window {window:?}");
             }
         }
     }
