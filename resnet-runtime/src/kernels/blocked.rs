@@ -793,7 +793,7 @@ impl Tile {
     ///
     /// # Safety
     /// The tile has more than `px` pixels.
-    unsafe fn skip(self, px: usize, stride: usize) -> Tile {
+    unsafe fn skip(&self, px: usize, stride: usize) -> Tile {
         let out_px = if self.planar { 1 } else { BLOCK };
         // SAFETY: the pixels lie in the tile (the caller's contract).
         unsafe {
@@ -805,7 +805,7 @@ impl Tile {
                 } else {
                     self.residual.add(px * out_px)
                 },
-                ..self
+                ..*self
             }
         }
     }
@@ -994,35 +994,35 @@ mod x86 {
     /// As [`super::portable`]; the CPU supports AVX-512F.
     #[inline]
     pub(super) unsafe fn avx512(panel: &Panel, t: &Tile, len: usize, stride: usize) {
-        let (mut t, mut left) = (*t, len);
-        while left > 0 {
-            let px = [14, 7, 4, 2, 1]
-                .into_iter()
-                .find(|&px| px <= left)
-                .expect("1 divides everything");
-            // SAFETY: the tile's next `px` pixels (the caller's contract).
-            unsafe {
-                macro_rules! go {
-                    ($($px:literal)*) => {
-                        match (px, stride, panel.width) {
-                            $(
-                                ($px, 1, 32) => avx512_tile::<$px, 1, 2, $px>(panel, &t, 1),
-                                ($px, 1, _) => avx512_tile::<$px, 1, 1, $px>(panel, &t, 1),
-                                ($px, 2, 32) => avx512_tile::<$px, 2, 2, $px>(panel, &t, 2),
-                                ($px, 2, _) => avx512_tile::<$px, 2, 1, $px>(panel, &t, 2),
-                                ($px, _, 32) => avx512_tile::<$px, 0, 2, $px>(panel, &t, stride),
-                                ($px, _, _) => avx512_tile::<$px, 0, 1, $px>(panel, &t, stride),
-                            )*
-                            _ => unreachable!("tile sizes are listed above"),
-                        }
-                    };
-                }
-                go!(14 7 4 2 1);
-                left -= px;
-                if left > 0 {
-                    t = t.skip(px, stride);
-                }
+        let px = [14, 7, 4, 2, 1]
+            .into_iter()
+            .find(|&px| px <= len)
+            .expect("1 divides everything");
+        // SAFETY: the tile's first `px` pixels (the caller's contract).
+        unsafe {
+            macro_rules! go {
+                ($($px:literal)*) => {
+                    match (px, stride, panel.width) {
+                        $(
+                            ($px, 1, 32) => avx512_tile::<$px, 1, 2, $px>(panel, t, 1),
+                            ($px, 1, _) => avx512_tile::<$px, 1, 1, $px>(panel, t, 1),
+                            ($px, 2, 32) => avx512_tile::<$px, 2, 2, $px>(panel, t, 2),
+                            ($px, 2, _) => avx512_tile::<$px, 2, 1, $px>(panel, t, 2),
+                            ($px, _, 32) => avx512_tile::<$px, 0, 2, $px>(panel, t, stride),
+                            ($px, _, _) => avx512_tile::<$px, 0, 1, $px>(panel, t, stride),
+                        )*
+                        _ => unreachable!("tile sizes are listed above"),
+                    }
+                };
             }
+            go!(14 7 4 2 1);
+        }
+        // The caller's tile is read in place, not copied: a copy, loaded in
+        // 16-byte halves of what the caller has just stored 8 bytes at a
+        // time, waits for the stores to reach the cache, on every tile.
+        if px < len {
+            // SAFETY: the rest of the tile (the caller's contract).
+            unsafe { avx512(panel, &t.skip(px, stride), len - px, stride) };
         }
     }
 
@@ -1164,25 +1164,23 @@ mod x86 {
     /// AVX2 and FMA.
     #[inline]
     pub(super) unsafe fn avx2(panel: &Panel, t: &Tile, len: usize, stride: usize) {
-        let (mut t, mut left) = (*t, len);
-        while left > 0 {
-            let px = [6, 4, 2, 1]
-                .into_iter()
-                .find(|&px| px <= left)
-                .expect("1 divides everything");
-            // SAFETY: the tile's next `px` pixels (the caller's contract).
-            unsafe {
-                match px {
-                    6 => avx2_tile::<6, 6>(panel, &t, stride),
-                    4 => avx2_tile::<4, 4>(panel, &t, stride),
-                    2 => avx2_tile::<2, 2>(panel, &t, stride),
-                    _ => avx2_tile::<1, 1>(panel, &t, stride),
-                }
-                left -= px;
-                if left > 0 {
-                    t = t.skip(px, stride);
-                }
+        let px = [6, 4, 2, 1]
+            .into_iter()
+            .find(|&px| px <= len)
+            .expect("1 divides everything");
+        // SAFETY: the tile's first `px` pixels (the caller's contract).
+        unsafe {
+            match px {
+                6 => avx2_tile::<6, 6>(panel, t, stride),
+                4 => avx2_tile::<4, 4>(panel, t, stride),
+                2 => avx2_tile::<2, 2>(panel, t, stride),
+                _ => avx2_tile::<1, 1>(panel, t, stride),
             }
+        }
+        // Read in place, as in `avx512`.
+        if px < len {
+            // SAFETY: the rest of the tile (the caller's contract).
+            unsafe { avx2(panel, &t.skip(px, stride), len - px, stride) };
         }
     }
 
