@@ -324,19 +324,45 @@ pub enum Layout {
     BlockedPadded,
 }
 
-/// The narrowest output the blocked layers run faster than NCHW ones. At
-/// 7x7 the deep layers' 4 to 9 MB of weights stream from memory for fewer
-/// pixels than the blocked tiles amortise them over, and the NCHW GEMM
-/// blocks them better. At 14x14 blocked Winograd F(2x2) and the blocked
-/// 1x1 layers win (ResNet-50, batch 8: F(2x2) 19.1 -> 16.6 ms over five
-/// layers, 1024->256 13.7 -> 12.7 ms over five).
+/// The narrowest output the blocked layers run faster than NCHW ones, in
+/// a network with 1x1 layers narrower than that (bottleneck blocks). At
+/// 7x7 their 2 to 8 MB of weights stream from memory for fewer pixels than
+/// the blocked tiles amortise them over, and the NCHW GEMM blocks them
+/// better (ResNet-50 at batch 1: 512->2048 0.36 against 0.40 to 0.44 ms
+/// blocked). At 14x14 blocked Winograd F(2x2) and the blocked 1x1 layers
+/// win (ResNet-50, batch 8: F(2x2) 19.1 -> 16.6 ms over five layers,
+/// 1024->256 13.7 -> 12.7 ms over five).
 pub const BLOCKED_MIN_SIDE: usize = 14;
+
+/// The narrowest output the blocked layers run at in a network whose
+/// narrower layers are all 3x3 or strided (basic blocks: ResNet-18 and
+/// -34). Its 3x3 layers at 7x7 run on the blocked direct kernel at batch 1
+/// in 0.75 against the patch GEMM's 0.85 ms (ResNet-18's pass 8.1 -> 7.7
+/// ms); at batch 8 the NCHW layers' Winograd, which the blocked layout
+/// lacks there, does them in 5.2 against 5.8 ms (58.1 -> 60.0 ms).
+pub const BASIC_BLOCKED_MIN_SIDE: usize = 7;
+
+/// [`BASIC_BLOCKED_MIN_SIDE`] where every convolution narrower than
+/// [`BLOCKED_MIN_SIDE`] is a 3x3 or strided one, else [`BLOCKED_MIN_SIDE`].
+fn blocked_min_side(graph: &Graph, steps: &[Step]) -> usize {
+    let narrow_1x1 = steps.iter().any(|s| {
+        let StepKind::Conv { conv, .. } = s.kind else {
+            return false;
+        };
+        s.shape.h.min(s.shape.w) < BLOCKED_MIN_SIDE
+            && matches!(graph.nodes[conv].op, Op::Conv(c) if c.kernel == 1 && c.stride == 1)
+    });
+    match narrow_1x1 {
+        true => BLOCKED_MIN_SIDE,
+        false => BASIC_BLOCKED_MIN_SIDE,
+    }
+}
 
 /// Each step's output layout. A network whose stem is followed by a max
 /// pool runs blocked from the stem on (it reads the NCHW image and writes
 /// blocks; a stem the blocked kernel cannot take writes NCHW, and the pool
 /// interleaves its channels) while its values are at least
-/// [`BLOCKED_MIN_SIDE`] a side, then NCHW: the first layers to narrower
+/// [`blocked_min_side`] a side, then NCHW: the first layers to narrower
 /// outputs (strided, so never Winograd) read blocked and write NCHW (the
 /// runtime runs a strided 1x1 one as the patch GEMM, gathering from the
 /// blocks). It
@@ -368,11 +394,12 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
             && readers(steps, step.output) == 1
     });
     let first = stem.unwrap_or(pool);
+    let min_side = blocked_min_side(graph, steps);
     let layouts: Vec<Layout> = steps
         .iter()
         .enumerate()
         .map(
-            |(i, s)| match i >= first && s.shape.h.min(s.shape.w) >= BLOCKED_MIN_SIDE {
+            |(i, s)| match i >= first && s.shape.h.min(s.shape.w) >= min_side {
                 true => Layout::Blocked,
                 false => Layout::Planar,
             },
@@ -588,7 +615,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn imagenet_networks_run_blocked_from_the_stem_to_their_14x14_stage() {
+    fn imagenet_networks_run_blocked_from_the_stem_to_their_14x14_or_basic_7x7_stage() {
         use Layout::{Blocked, BlockedPadded, Planar};
         for spec in [
             "pub N<stages: [3, 4, 6, 3], bottleneck: true>",
@@ -596,10 +623,12 @@ pub(crate) mod tests {
         ] {
             let bottleneck = spec.contains("bottleneck");
             for (name, input, output) in conv_layouts(spec) {
+                // Basic blocks run blocked to the end.
                 let stage = |n: &str| {
                     ["layer1", "layer2", "layer3"]
                         .iter()
                         .any(|l| n.starts_with(l))
+                        || !bottleneck
                 };
                 let want = match name.as_str() {
                     "conv1" => (Planar, Blocked),
@@ -609,11 +638,11 @@ pub(crate) mod tests {
                     "layer2.0.conv1" | "layer3.0.conv1" if bottleneck => (Blocked, BlockedPadded),
                     "layer2.0.conv2" | "layer3.0.conv2" if bottleneck => (BlockedPadded, Blocked),
                     n if stage(n) => (Blocked, Blocked),
-                    // Into 7x7: bottlenecks stride in conv2, basic blocks in conv1.
+                    // A bottleneck's 7x7 stage runs NCHW, from its strided
+                    // conv2 and shortcut on.
                     "layer4.0.downsample.0" => (Blocked, Planar),
-                    "layer4.0.conv1" if bottleneck => (Blocked, BlockedPadded),
-                    "layer4.0.conv2" if bottleneck => (BlockedPadded, Planar),
-                    "layer4.0.conv1" => (Blocked, Planar),
+                    "layer4.0.conv1" => (Blocked, BlockedPadded),
+                    "layer4.0.conv2" => (BlockedPadded, Planar),
                     _ => (Planar, Planar),
                 };
                 assert_eq!((input, output), want, "{name} of {spec}");
