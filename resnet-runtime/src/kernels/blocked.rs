@@ -581,11 +581,12 @@ impl BlockedConv {
                         Shortcut::Add(..) => Shortcut::None,
                         other => other,
                     };
-                    for place in plan.places(chunk.clone()) {
+                    for (i, place) in plan.places(chunk.clone()).enumerate() {
+                        let far = Far::for_tile(i, chunk.len(), panel.width, self.panel * depth);
                         // SAFETY: each (tile, panel) is one thread's (the ranges
                         // above partition them); the slices' lengths were
                         // checked by the callers.
-                        unsafe { self.tile(plan, &panel, &place, x.as_ptr(), out, shortcut) };
+                        unsafe { self.tile(plan, &panel, &place, x.as_ptr(), out, shortcut, far) };
                     }
                 }
             }
@@ -600,6 +601,7 @@ impl BlockedConv {
     /// residual (its channels from the panel's first, and how many there
     /// are) is laid out as `out`; no other thread writes this tile of this
     /// panel at the same time.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     unsafe fn tile(
         &self,
@@ -609,6 +611,7 @@ impl BlockedConv {
         x: *const f32,
         out: SendPtr,
         shortcut: Shortcut,
+        far: Far,
     ) {
         let (stride, len) = (self.params.stride, place.len);
         // SAFETY: both offsets lie in their images (the tile is one of them).
@@ -630,6 +633,7 @@ impl BlockedConv {
                 residual_rows,
                 jump: plan.jump,
                 planar: plan.planar,
+                far,
             }
         };
         // SAFETY: the tile's reads stay in its `len` pixels of every
@@ -786,6 +790,63 @@ struct Tile {
     /// Whether the output is NCHW: a channel's pixels lie together, 16
     /// channels to `out_block`.
     planar: bool,
+    /// What the steps ask for into L2.
+    far: Far,
+}
+
+/// What a tile's steps ask for into L2 beside the weights they read: the
+/// row `ahead` floats on from each step's, for the lanes (rows of a block)
+/// in `lanes`.
+///
+/// At batch 1 a layer's weights come from beyond L2 on every pass, at
+/// about 5 GB/s a core, and a panel's first tile would wait on them while
+/// the tiles after it find them in L2. So the first tile asks for its own
+/// panel's rows [`FAR_BLOCKS`] blocks ahead, and the tiles after it for
+/// the next panel's rows, each a share of the lanes, so that the next
+/// panel streams in under the products of all of them rather than of its
+/// own first tile. In ResNet-50 at batch 1 (`layer_times`, alternated
+/// runs) that took the strided 3x3 layer into 7x7 0.93-0.96 -> 0.85-0.87
+/// ms and its 1x1 layers at 14x14 2 to 3% faster; ResNet-18's 3x3 layers
+/// at 7x7 2.33-2.43 -> 2.22-2.29 ms; batch 8 unchanged. Winograd's
+/// products, two tiles a panel, were no faster so (ResNet-50's five
+/// F(2x2) layers 2.26-2.32 -> 2.31-2.45 ms), and keep [`Far::ahead`].
+#[derive(Clone, Copy)]
+struct Far {
+    ahead: usize,
+    lanes: u16,
+}
+
+/// Input blocks ahead that a panel's first tile asks for its weights into
+/// L2: 16 KiB of a 32-wide panel. The hardware's prefetcher does not run
+/// that far ahead: blocked F(2x2) at 14x14 with cold filters, alone,
+/// 0.63-0.65 -> 0.54-0.58 ms; in ResNet-50 at batch 1 its five layers
+/// 2.72-2.79 -> 2.41-2.53 ms. Batch 8, whose tiles share each row, is
+/// unchanged; 4 and 16 blocks did no better.
+const FAR_BLOCKS: usize = 8;
+
+impl Far {
+    /// A panel of `width` channels' own rows [`FAR_BLOCKS`] blocks ahead,
+    /// every lane.
+    fn ahead(width: usize) -> Far {
+        Far {
+            ahead: FAR_BLOCKS * BLOCK * width,
+            lanes: u16::MAX,
+        }
+    }
+
+    /// For tile `i` of the `tiles` that a panel of `width` channels sweeps
+    /// in a row, the next panel's weights `next` floats on from its own:
+    /// the first tile [`Far::ahead`]; tile `i` after it the next panel's
+    /// rows of the lanes `i - 1` apart from a multiple of `tiles - 1`.
+    fn for_tile(i: usize, tiles: usize, width: usize, next: usize) -> Far {
+        if i == 0 {
+            return Far::ahead(width);
+        }
+        let lanes = (0..BLOCK)
+            .filter(|lane| lane % (tiles - 1) == i - 1)
+            .fold(0u16, |m, lane| m | 1 << lane);
+        Far { ahead: next, lanes }
+    }
 }
 
 impl Tile {
@@ -950,7 +1011,7 @@ mod x86 {
     /// input block (`next`; pixel `lane` of `px`, as [`Tile::input`] places
     /// it with `step` and `second`), its row of the panel's weights one
     /// block on (`w` the block's first row, `blocks` vectors of 16 a row),
-    /// and into L2 the row [`FAR_BLOCKS`] blocks on. A tile reads each
+    /// and into L2 the row `t.far` says ([`super::Far`]). A tile reads each
     /// block's pixels from `px` cache lines at once, and the weights stream
     /// from L2 (1024->256 at 14x14, batch 8, alone: 2.57 -> 2.44 ms;
     /// 256->64 at 56x56: 2.68 -> 2.53 ms), or from beyond it at batch 1.
@@ -972,20 +1033,13 @@ mod x86 {
             for v in 0..blocks {
                 let ahead = w.wrapping_add((BLOCK + lane) * blocks * 16 + v * 16);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                let far = w.wrapping_add((FAR_BLOCKS * BLOCK + lane) * blocks * 16 + v * 16);
-                _mm_prefetch::<_MM_HINT_T1>(far.cast());
+                if t.far.lanes & (1 << lane) != 0 {
+                    let far = w.wrapping_add(t.far.ahead + lane * blocks * 16 + v * 16);
+                    _mm_prefetch::<_MM_HINT_T1>(far.cast());
+                }
             }
         }
     }
-
-    /// Input blocks ahead that a step asks for its weights into L2: 16 KiB
-    /// of a 32-wide panel. At batch 1 a layer's weights come from beyond L2
-    /// on every pass, and the hardware's prefetcher does not run that far
-    /// ahead of the panel's first tile: blocked F(2x2) at 14x14
-    /// with cold filters, alone, 0.63-0.65 -> 0.54-0.58 ms; in ResNet-50
-    /// at batch 1 its five layers 2.72-2.79 -> 2.41-2.53 ms. Batch 8, whose
-    /// tiles share each row, is unchanged; 4 and 16 blocks did no better.
-    const FAR_BLOCKS: usize = 8;
 
     /// A tile of `len` pixels, `stride` apart in the input, in the
     /// kernel's tile sizes: 14 pixels at a time, then 7, 4, 2, 1.
@@ -1282,6 +1336,35 @@ mod x86 {
                 let v = _mm512_i32gather_ps::<4>(lanes, row.add(x).cast());
                 _mm512_storeu_ps(out.as_mut_ptr(), v);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Far, BLOCK, FAR_BLOCKS};
+
+    /// A panel's first tile asks for its own rows ahead, every lane; the
+    /// tiles after it ask for each lane of the next panel exactly once
+    /// between them, however many they are.
+    #[test]
+    fn the_tiles_after_a_panels_first_ask_for_each_row_of_the_next_once() {
+        for tiles in 1..40 {
+            let first = Far::for_tile(0, tiles, 32, 1000);
+            assert_eq!(
+                (first.ahead, first.lanes),
+                (FAR_BLOCKS * BLOCK * 32, u16::MAX)
+            );
+            let mut asked = [0; BLOCK];
+            for i in 1..tiles {
+                let far = Far::for_tile(i, tiles, 32, 1000);
+                assert_eq!(far.ahead, 1000, "tile {i} of {tiles}");
+                for (lane, asked) in asked.iter_mut().enumerate() {
+                    *asked += usize::from(far.lanes & 1 << lane != 0);
+                }
+            }
+            let want = if tiles > 1 { 1 } else { 0 };
+            assert_eq!(asked, [want; BLOCK], "{tiles} tiles");
         }
     }
 }

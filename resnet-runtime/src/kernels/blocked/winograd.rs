@@ -12,7 +12,7 @@
 //! the output transform adds the bias and the residual, clamps, and
 //! stores each tile's pixels.
 
-use super::{Panel, Tile as Place, BLOCK};
+use super::{Far, Panel, Tile as Place, BLOCK};
 use crate::kernels::conv::{ConvParams, Shortcut};
 use crate::kernels::gemm::{self, Isa, SendPtr};
 use crate::kernels::winograd::{at, bt, Lanes, Tile};
@@ -289,6 +289,7 @@ impl BlockedWinograd {
                         residual_rows: 0,
                         jump: 0,
                         planar: false,
+                        far: Far::ahead(width),
                     };
                     // SAFETY: the tile's `len` tiles of every input block lie
                     // in `V[ξ]`, its outputs in `M[ξ]`; the weights were
