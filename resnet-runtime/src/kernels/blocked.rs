@@ -811,6 +811,7 @@ struct Tile {
 /// products, two tiles a panel, were no faster so (ResNet-50's five
 /// F(2x2) layers 2.26-2.32 -> 2.31-2.45 ms), and keep [`Far::ahead`].
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Far {
     ahead: usize,
     lanes: u16,
