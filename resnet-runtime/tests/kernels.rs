@@ -97,10 +97,13 @@ fn reference_gemm(
 fn gemm_matches_f64_reference_on_every_isa_and_thread_count() {
     let mut rng = Rng::seeded(1);
     // Rows of columns that AVX-512 cuts into 48-column tiles (a 7x7
-    // image's 49: 48 and one riding along), as well as random ones.
-    let wide = [48, 49, 50, 144, 146];
+    // image's 49: 48 and one riding along), as well as random ones; the
+    // narrow ones again on whole panels of 8 rows, whose `B` the kernel
+    // reads where it lies.
+    let wide = [48, 49, 50, 144, 146, 32, 48, 49, 50, 64, 96];
     for case in 0..40 + wide.len() {
         let (m, k) = (rng.int(1, 70), rng.int(1, 600));
+        let m = if case >= 45 { 8 * rng.int(1, 9) } else { m };
         let n = wide.get(case.wrapping_sub(40)).copied();
         let n = n.unwrap_or_else(|| rng.int(1, 700));
         let a = rng.array((m, k));

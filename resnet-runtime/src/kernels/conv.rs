@@ -746,6 +746,13 @@ impl PackB for ConvB<'_> {
             ConvB::Patches(b) => b.pack(k0, kc, n0, nc, nr, out),
         }
     }
+
+    fn in_place(&self) -> Option<(&[f32], usize)> {
+        match self {
+            ConvB::Dense(b) => b.in_place(),
+            ConvB::Patches(b) => b.in_place(),
+        }
+    }
 }
 
 /// The patch matrix of one image's group of input channels, packed on

@@ -242,6 +242,13 @@ pub trait PackB: Sync {
     fn pack_cost(&self) -> usize {
         2
     }
+
+    /// `B` where it lies, if its rows can be read so: the elements, row `k`
+    /// from `data[k * ld]`, and `ld`. `None` (the default) where it must
+    /// be packed.
+    fn in_place(&self) -> Option<(&[f32], usize)> {
+        None
+    }
 }
 
 /// A row-major matrix as `B`: row `k` starts at `data[k * ld]`.
@@ -254,6 +261,10 @@ pub struct DenseB<'a> {
 }
 
 impl PackB for DenseB<'_> {
+    fn in_place(&self) -> Option<(&[f32], usize)> {
+        Some((self.data, self.ld))
+    }
+
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
         // Rows outer: each row's columns are read front to back, a stream
         // the prefetcher follows; panels outer read a cache line or two from
@@ -644,18 +655,59 @@ unsafe fn worker<'a, K, B, F>(
             shape,
             "jobs of one call must share a shape"
         );
+        let in_place = job
+            .b
+            .in_place()
+            .filter(|&(_, ld)| reads_in_place::<K>((m0, m1), (n0, n1), ld));
         for k0 in (0..job.a.k).step_by(split.kc) {
             let kc = split.kc.min(job.a.k - k0);
-            job.b.pack(k0, kc, n0, n1 - n0, K::NR, buffer);
+            let b = match in_place {
+                Some((data, ld)) => BSource::InPlace(data[k0 * ld + n0..].as_ptr(), ld),
+                None => {
+                    job.b.pack(k0, kc, n0, n1 - n0, K::NR, buffer);
+                    BSource::Packed(buffer)
+                }
+            };
             // SAFETY: this task's block of `C` is its own (the caller's
-            // contract); `buffer` now holds the block's panels.
-            unsafe { compute_block::<K, B>(&job, (m0, m1), (n0, n1), (k0, kc), buffer) };
+            // contract); `b` holds the block's `B`.
+            unsafe { compute_block::<K, B>(&job, (m0, m1), (n0, n1), (k0, kc), b) };
         }
     }
 }
 
+/// Where a depth block of a task's `B` lies for the micro-kernels.
+#[derive(Clone, Copy)]
+enum BSource<'p> {
+    /// Packed: the task's columns' panels at that depth ([`PackB::pack`]).
+    Packed(&'p [f32]),
+    /// Where it lies: the block's first row from the task's first column,
+    /// and the floats from one row to the next.
+    InPlace(*const f32, usize),
+}
+
+/// Whether a task of rows `m0..m1` and columns `n0..n1` reads `B` where it
+/// lies, rows `ld` apart, rather than packing it: where the kernel can
+/// ([`MicroKernel::STRIDED`]), on rows of `B` at most two tiles apart (so
+/// that the rows a tile reads do not fall in a few sets of the cache), in
+/// row panels all whole, and tiles of whole vectors, with the columns past
+/// them riding along with the last. A 7x7 image's 49 columns at batch 1:
+/// packing them was each thread copying the whole of `B`.
+fn reads_in_place<K: MicroKernel>(
+    (m0, m1): (usize, usize),
+    (n0, n1): (usize, usize),
+    ld: usize,
+) -> bool {
+    let tiled = n1 - thin_columns::<K>(n1 - n0);
+    let rides_along = tiled == n1 || (tiled > n0 && n1 - tiled <= K::EXTRA);
+    K::STRIDED
+        && ld <= 2 * K::NR
+        && (m1 - m0).is_multiple_of(K::MR)
+        && (tiled - n0).is_multiple_of(16)
+        && rides_along
+}
+
 /// Rows `m0..m1` and columns `n0..n1` of `C` over depth `k0..k0 + kc`,
-/// from `packed`, those columns' panels of `B` at that depth; `C`
+/// from `b`, those columns of `B` at that depth; `C`
 /// accumulates from the second depth block on (see
 /// [`Epilogue::depth_block`]), and gets the epilogue on the last.
 ///
@@ -667,7 +719,7 @@ unsafe fn compute_block<K: MicroKernel, B>(
     (m0, m1): (usize, usize),
     (n0, n1): (usize, usize),
     (k0, kc): (usize, usize),
-    packed: &[f32],
+    b: BSource,
 ) {
     let (accumulate, last) = job.epilogue.depth_block(k0, kc, job.a.k);
     // Rows outer: a panel of `A` stays in L1, and the tiles of `C`
@@ -676,9 +728,12 @@ unsafe fn compute_block<K: MicroKernel, B>(
     // rows, a new page each, and waited on every tile's `C`.
     let tiled = n1 - thin_columns::<K>(n1 - n0);
     // The thin columns' packed panel, from its first lane.
-    let thin = {
-        let (panel, lane) = ((tiled - n0) / K::NR, (tiled - n0) % K::NR);
-        packed[panel * kc * K::NR + lane..].as_ptr()
+    let thin = match b {
+        BSource::Packed(packed) => {
+            let (panel, lane) = ((tiled - n0) / K::NR, (tiled - n0) % K::NR);
+            packed[panel * kc * K::NR + lane..].as_ptr()
+        }
+        BSource::InPlace(..) => std::ptr::null(),
     };
     // Where the kernel can, each row panel's last tile takes the thin
     // columns along; only a last panel of fewer rows leaves them to
@@ -689,7 +744,25 @@ unsafe fn compute_block<K: MicroKernel, B>(
         let a = job.a.panel(i0 / K::MR, k0).as_ptr();
         for (p, j0) in (n0..tiled).step_by(K::NR).enumerate() {
             let nr = K::NR.min(tiled - j0);
-            let b = packed[p * kc * K::NR..].as_ptr();
+            let b = match b {
+                BSource::Packed(packed) => packed[p * kc * K::NR..].as_ptr(),
+                BSource::InPlace(at, ld) => {
+                    let extra = if j0 + nr == tiled { n1 - tiled } else { 0 };
+                    let epilogue =
+                        (last && !job.epilogue.is_identity()).then(|| job.epilogue.tile(i0, j0));
+                    // SAFETY: the tile, and the columns riding along, lie in
+                    // this task's block of `C` (`reads_in_place`: its row
+                    // panels are whole); the rows of `B` hold the tile's whole
+                    // vectors and those columns, `kc` of them.
+                    unsafe {
+                        let c = job.c.0.add(i0 * job.ldc + j0);
+                        let b = at.add(j0 - n0);
+                        let e = epilogue.as_ref();
+                        K::run_strided(kc, a, b, ld, extra, c, job.ldc, nr, accumulate, e);
+                    }
+                    continue;
+                }
+            };
             if let Some(extra) = extra.filter(|&e| e > 0 && mr == K::MR && j0 + nr == tiled) {
                 let epilogue =
                     (last && !job.epilogue.is_identity()).then(|| job.epilogue.tile(i0, j0));

@@ -158,6 +158,34 @@ pub(crate) trait MicroKernel {
         unreachable!("a kernel without extra columns")
     }
 
+    /// Whether [`MicroKernel::run_strided`] reads `B` where it lies.
+    const STRIDED: bool = false;
+
+    /// As [`MicroKernel::run`], or with `extra > 0` [`MicroKernel::run_extra`],
+    /// with row `k` of `B` read where it lies, at `b + k * ldb`: the tile's
+    /// `cols` columns, then the `extra` columns after them. Only for kernels
+    /// with [`MicroKernel::STRIDED`].
+    ///
+    /// # Safety
+    /// As [`MicroKernel::run_extra`], with each of the `kc` rows valid for
+    /// `cols.next_multiple_of(16) + extra` reads (whole vectors: the rows
+    /// are read unmasked), and `extra <= EXTRA`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_strided(
+        _kc: usize,
+        _a: *const f32,
+        _b: *const f32,
+        _ldb: usize,
+        _extra: usize,
+        _c: *mut f32,
+        _ldc: usize,
+        _cols: usize,
+        _accumulate: bool,
+        _epilogue: Option<&TileEpilogue>,
+    ) {
+        unreachable!("a kernel that reads only packed panels")
+    }
+
     /// Whether a tile of at most `NR / 2` columns costs half a tile.
     const HALF_TILES: bool = false;
 
@@ -327,19 +355,37 @@ mod x86 {
             accumulate: bool,
             epilogue: Option<&TileEpilogue>,
         ) {
-            let (b, bx) = (Panel::<V>(b), Some(Panel::<V>(bx)));
+            let (b, bx) = (Panel::<V>(b), Panel::<V>(bx));
             // SAFETY: the caller guarantees the CPU supports AVX-512F, and the
             // extents; `extra <= EXTRA`.
             unsafe {
-                match extra {
-                    1 => avx512_tile::<V, 1>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    2 => avx512_tile::<V, 2>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    3 => avx512_tile::<V, 3>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    4 => avx512_tile::<V, 4>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    5 => avx512_tile::<V, 5>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    6 => avx512_tile::<V, 6>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                    _ => avx512_tile::<V, 7>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
-                }
+                avx512_tile_extra::<V>(kc, a, (b, bx, extra), c, ldc, cols, accumulate, epilogue)
+            }
+        }
+
+        const STRIDED: bool = true;
+
+        unsafe fn run_strided(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            ldb: usize,
+            extra: usize,
+            c: *mut f32,
+            ldc: usize,
+            cols: usize,
+            accumulate: bool,
+            epilogue: Option<&TileEpilogue>,
+        ) {
+            let rows = Strided { b, ld: ldb };
+            let bx = Strided {
+                b: b.wrapping_add(cols),
+                ld: ldb,
+            };
+            // SAFETY: the caller guarantees the CPU supports AVX-512F, and the
+            // extents; `extra <= EXTRA`.
+            unsafe {
+                avx512_tile_extra::<V>(kc, a, (rows, bx, extra), c, ldc, cols, accumulate, epilogue)
             }
         }
 
@@ -478,6 +524,53 @@ mod x86 {
         unsafe fn row(self, k: usize) -> *const f32 {
             // SAFETY: `k < kc`, so `rows[k]` is valid and so is the row it gives.
             unsafe { self.b.offset(*self.rows.add(k)) }
+        }
+    }
+
+    /// Rows where they lie, `ld` apart: row `k` at `b + k * ld`.
+    #[derive(Clone, Copy)]
+    struct Strided {
+        b: *const f32,
+        ld: usize,
+    }
+
+    impl Rows for Strided {
+        #[inline(always)]
+        unsafe fn row(self, k: usize) -> *const f32 {
+            // SAFETY: `k < kc`, and the caller vouches for `kc` rows.
+            unsafe { self.b.add(k * self.ld) }
+        }
+    }
+
+    /// [`avx512_tile`] with `extra` (`0..=7`) columns from `bx`.
+    ///
+    /// # Safety
+    /// As [`avx512_tile`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn avx512_tile_extra<const V: usize>(
+        kc: usize,
+        a: *const f32,
+        (b, bx, extra): (impl Rows, impl Rows, usize),
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        accumulate: bool,
+        epilogue: Option<&TileEpilogue>,
+    ) {
+        let bx = Some(bx);
+        // SAFETY: the caller's contract.
+        unsafe {
+            match extra {
+                0 => avx512_tile::<V, 0>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                1 => avx512_tile::<V, 1>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                2 => avx512_tile::<V, 2>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                3 => avx512_tile::<V, 3>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                4 => avx512_tile::<V, 4>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                5 => avx512_tile::<V, 5>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                6 => avx512_tile::<V, 6>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+                _ => avx512_tile::<V, 7>(kc, a, b, bx, c, ldc, cols, accumulate, epilogue),
+            }
         }
     }
 
