@@ -727,7 +727,8 @@ unsafe fn compute_block<K: MicroKernel, B>(
     // the hardware prefetcher follows. Columns outer went down the
     // rows, a new page each, and waited on every tile's `C`.
     let tiled = n1 - thin_columns::<K>(n1 - n0);
-    // The thin columns' packed panel, from its first lane.
+    // The thin columns' packed panel, from its first lane (read in place,
+    // they ride along with the last tile and need none).
     let thin = match b {
         BSource::Packed(packed) => {
             let (panel, lane) = ((tiled - n0) / K::NR, (tiled - n0) % K::NR);
@@ -747,7 +748,8 @@ unsafe fn compute_block<K: MicroKernel, B>(
             let b = match b {
                 BSource::Packed(packed) => packed[p * kc * K::NR..].as_ptr(),
                 BSource::InPlace(at, ld) => {
-                    let extra = if j0 + nr == tiled { n1 - tiled } else { 0 };
+                    // `reads_in_place` saw to it that the thin columns ride along.
+                    let extra = extra.filter(|_| j0 + nr == tiled).unwrap_or(0);
                     let epilogue =
                         (last && !job.epilogue.is_identity()).then(|| job.epilogue.tile(i0, j0));
                     // SAFETY: the tile, and the columns riding along, lie in
