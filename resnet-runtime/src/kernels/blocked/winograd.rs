@@ -120,9 +120,24 @@ impl BlockedWinograd {
         (self.n + 2) * (self.n + 2)
     }
 
+    /// Floats from one position to the next in a block's `V` and in its
+    /// `M`: a block's tiles of every channel, and one line more. Without
+    /// that line the positions lie a multiple of 4 KiB apart whenever the
+    /// channel blocks are a multiple of 4 (at 256 channels, every one of
+    /// them maps to one set of the L1 cache), so the transforms' stores
+    /// and loads, one per position, evict each other.
+    fn position_strides(&self) -> (usize, usize) {
+        let stride = |channels: usize| channels * TILES + BLOCK;
+        (
+            stride(self.params.in_channels),
+            stride(self.params.out_channels),
+        )
+    }
+
     /// Floats of one thread's scratch: `V` and `M` of a block.
     fn scratch_len(&self) -> usize {
-        self.positions() * TILES * (self.params.in_channels + self.params.out_channels)
+        let (v, m) = self.position_strides();
+        self.positions() * (v + m)
     }
 
     /// Floats of workspace [`BlockedWinograd::forward`] needs with `threads` threads.
@@ -224,13 +239,13 @@ impl BlockedWinograd {
         let (cin, cout, h, w, n) = (p.in_channels, p.out_channels, p.in_h, p.in_w, self.n);
         let (th, tw) = (h.div_ceil(n), w.div_ceil(n));
         let (cb, positions) = (cin / BLOCK, self.positions());
-        let (v, m) = scratch.split_at_mut(positions * TILES * cin);
+        let (v_pos, m_pos) = self.position_strides();
+        let (v, m) = scratch.split_at_mut(positions * v_pos);
         let nt = block.len();
         let place = |t: usize| {
             let (image, r) = (t / (th * tw), t % (th * tw));
             (image, n * (r / tw), n * (r % tw))
         };
-        let (v_pos, m_pos) = (cb * TILES * BLOCK, cout / BLOCK * TILES * BLOCK);
         #[cfg(target_arch = "x86_64")]
         let simd = self.isa;
         // Input transform, block by block: one block's tiles read
