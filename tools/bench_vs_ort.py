@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Forward-pass latency: resnet-rs against ONNX Runtime, in one session.
 
-For each case it times ONNX Runtime (2 intra-op threads, all graph
-optimisations) on torchvision's model exported to ONNX, then this
-workspace's `bench_forward` example, then ONNX Runtime again, and reports
-medians and the ratio (ours / ORT's better run). Weights are the fixture
-formula's (see make_fixtures.py); latency does not depend on them.
+For each case it runs rounds that time this workspace's `bench_forward`
+example between two timings of ONNX Runtime (2 intra-op threads, all
+graph optimisations) on torchvision's model exported to ONNX, each round
+sharing its ONNX Runtime timings with its neighbours. A round's ratio is
+ours over the better of the two ORT medians beside it, so that a burst of
+load on the shared machine skews one round rather than the result; the
+table gives the median over the rounds of each time and of the ratio, and
+the ratios' range. Weights are the fixture formula's (see
+make_fixtures.py); latency does not depend on them.
 
     python3 -m venv .venv && .venv/bin/pip install torch torchvision onnx onnxruntime numpy
     .venv/bin/python tools/bench_vs_ort.py
@@ -27,6 +31,7 @@ from make_fixtures import fill  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CASES = [("resnet50", 1, 30), ("resnet50", 8, 10), ("resnet18", 1, 50)]
 THREADS = 2
+ROUNDS = 5
 
 
 def ort_median(path, batch, runs):
@@ -65,16 +70,23 @@ def main():
                               dynamic_axes={"x": {0: "n"}}, opset_version=17, dynamo=False)
         for name, batch, runs in CASES:
             path = pathlib.Path(tmp) / f"{name}.onnx"
+            rounds = []
             before = ort_median(path, batch, runs)
-            mine, rss = ours(name, batch, runs)
-            after = ort_median(path, batch, runs)
-            best = min(before, after)
-            rows.append((name, batch, mine, best, mine / best, rss))
-    print(f"onnxruntime {ort.__version__}, torch {torch.__version__}, {THREADS} threads")
-    print("| model | batch | resnet-rs ms | ONNX Runtime ms | ratio | per image (ours / ORT) | peak RSS MB (ours) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, batch, mine, theirs, ratio, rss in rows:
-        print(f"| {name} | {batch} | {mine:.1f} | {theirs:.1f} | {ratio:.2f} | {mine / batch:.1f} / {theirs / batch:.1f} | {rss:.0f} |")
+            for _ in range(ROUNDS):
+                mine, rss = ours(name, batch, runs)
+                after = ort_median(path, batch, runs)
+                theirs = min(before, after)
+                rounds.append((mine, theirs, mine / theirs, rss))
+                before = after
+            mine, theirs, ratio, rss = (float(np.median(column)) for column in zip(*rounds))
+            ratios = [r[2] for r in rounds]
+            rows.append((name, batch, mine, theirs, ratio, (min(ratios), max(ratios)), rss))
+    print(f"onnxruntime {ort.__version__}, torch {torch.__version__}, {THREADS} threads, {ROUNDS} rounds")
+    print("| model | batch | resnet-rs ms | ONNX Runtime ms | ratio | ratio range | per image (ours / ORT) | peak RSS MB (ours) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, batch, mine, theirs, ratio, (low, high), rss in rows:
+        print(f"| {name} | {batch} | {mine:.1f} | {theirs:.1f} | {ratio:.3f} | {low:.3f}-{high:.3f} "
+              f"| {mine / batch:.1f} / {theirs / batch:.1f} | {rss:.0f} |")
 
 
 if __name__ == "__main__":
