@@ -336,10 +336,12 @@ pub const BLOCKED_MIN_SIDE: usize = 14;
 
 /// The narrowest output the blocked layers run at in a network whose
 /// narrower layers are all 3x3 or strided (basic blocks: ResNet-18 and
-/// -34). Its 3x3 layers at 7x7 run on the blocked direct kernel at batch 1
-/// in 0.75 against the patch GEMM's 0.85 ms (ResNet-18's pass 8.1 -> 7.7
-/// ms); at batch 8 the NCHW layers' Winograd, which the blocked layout
-/// lacks there, does them in 5.2 against 5.8 ms (58.1 -> 60.0 ms).
+/// -34). Its 3x3 layers at 7x7 run blocked Winograd F(2x2) at 0.65 to
+/// 0.73 ms each at batch 1, where the NCHW patch GEMM took 0.85 and the
+/// blocked direct kernel 0.75 (ResNet-18's pass: 8.1 ms NCHW, 7.7 on the
+/// direct kernel, then 7.33-7.59 -> 7.13-7.40 with Winograd). At batch 8
+/// the NCHW layers had been 3% faster than the direct kernel, and
+/// Winograd is 6% faster than it (58.3-59.5 -> 55.0-55.4 ms).
 pub const BASIC_BLOCKED_MIN_SIDE: usize = 7;
 
 /// [`BASIC_BLOCKED_MIN_SIDE`] where every convolution narrower than

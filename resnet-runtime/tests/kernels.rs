@@ -905,7 +905,7 @@ fn blocked_layers_match_f64_reference_and_agree_bit_for_bit() {
             (1, 1, 0),
             (7, 2, 3),
         ][case % 6];
-        // Winograd picks F(4x4) from outputs of 28 a side, F(2x2) from 8.
+        // Winograd picks F(4x4) from outputs of 28 a side, F(2x2) from 7.
         let side = match case % 4 {
             0 => rng.int(28, 33),
             1 => rng.int(8, 27),
