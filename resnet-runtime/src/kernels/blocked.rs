@@ -115,9 +115,14 @@ pub enum BlockedOutput {
 /// 3x3 layer to 28x28 is 8 to 11% faster than the patch GEMM at batch 1
 /// and 18% at batch 8. The one to 14x14, 12% faster alone, is not in the
 /// network, where its 2.4 MB of weights stream from memory rather than
-/// cache; at 7x7 an image is four tiles, each 590 KiB panel of a 3x3
-/// layer's weights streams in for 49 pixels, and the patch GEMM is 12%
-/// faster even alone.
+/// cache. At 7x7 an image is four tiles, each 590 KiB panel of a 3x3
+/// layer's weights streaming in for 49 pixels: since the blocked tiles
+/// read in place and stream the next panel in under a panel's later
+/// tiles, the 512-channel layer alone takes 0.78 ms there against the
+/// patch GEMM's 0.87 at batch 1, but 6.3 against 6.2 at batch 8, where
+/// its NCHW layer runs Winograd on the patch GEMM's packing
+/// ([`ConvStrategy::WinogradOnTheFly`](super::ConvStrategy::WinogradOnTheFly),
+/// 5.05 ms), which the blocked packing cannot serve.
 pub const MIN_ROW: usize = 28;
 
 /// An ungrouped convolution on channel counts that are multiples of
