@@ -119,10 +119,12 @@ pub enum BlockedOutput {
 /// layer's weights streaming in for 49 pixels: since the blocked tiles
 /// read in place and stream the next panel in under a panel's later
 /// tiles, the 512-channel layer alone takes 0.78 ms there against the
-/// patch GEMM's 0.87 at batch 1, but 6.3 against 6.2 at batch 8, where
-/// its NCHW layer runs Winograd on the patch GEMM's packing
-/// ([`ConvStrategy::WinogradOnTheFly`](super::ConvStrategy::WinogradOnTheFly),
-/// 5.05 ms), which the blocked packing cannot serve.
+/// patch GEMM's 0.87 at batch 1 (6.3 against 6.2 at batch 8). In ResNet-50,
+/// with its filters made from the blocked packing for batch 8's Winograd
+/// ([`ConvStrategy::WinogradOnTheFly`](super::ConvStrategy::WinogradOnTheFly)),
+/// its two such layers were no faster at batch 1 (1.79-1.86 against
+/// 1.81-1.83 ms), where its weights come from memory, and the pass at
+/// batch 8 was 4% slower (that gather not tuned): the patch GEMM stays.
 pub const MIN_ROW: usize = 28;
 
 /// An ungrouped convolution on channel counts that are multiples of
