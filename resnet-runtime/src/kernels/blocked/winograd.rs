@@ -262,6 +262,7 @@ impl BlockedWinograd {
                 let plane = &x[((image * cb + b) * h * w) * BLOCK..][..h * w * BLOCK];
                 let to = v[(b * TILES + i) * BLOCK..][..((positions - 1) * v_pos + run * BLOCK)]
                     .as_mut_ptr();
+                i += run;
                 let at = (y0 as isize - 1, x0 as isize - 1);
                 // SAFETY: the run's tiles, `BLOCK` apart, and their
                 // positions, `v_pos` apart, lie in `v` (sliced above).
@@ -272,7 +273,6 @@ impl BlockedWinograd {
                             2 => x86::input_run::<2>(plane, (h, w), at, run, to, v_pos),
                             _ => x86::input_run::<4>(plane, (h, w), at, run, to, v_pos),
                         }
-                        i += run;
                         continue;
                     }
                     match n {
@@ -280,7 +280,6 @@ impl BlockedWinograd {
                         _ => input_run::<Portable, 4>(plane, (h, w), at, run, to, v_pos),
                     }
                 }
-                i += run;
             }
         }
         // Products, position by position.
