@@ -504,8 +504,7 @@ unsafe fn input_run<V: Vector, const N: usize>(
                 unsafe { v.store(to.add(k * BLOCK + (side * i + j) * stride)) };
             }
         }
-        columns[0] = columns[N];
-        columns[1] = columns[N + 1];
+        columns.copy_within(N..side, 0);
     }
 }
 
