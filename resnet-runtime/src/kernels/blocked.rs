@@ -127,6 +127,17 @@ pub enum BlockedOutput {
 /// batch 8 was 4% slower (that gather not tuned): the patch GEMM stays.
 pub const MIN_ROW: usize = 28;
 
+/// Tiles a thread's chunk must average for threads to share a layer's
+/// tiles rather than its panels where the weights outweigh the input
+/// ([`BlockedConv::run`]). At ResNet-50's 14x14 stage at batch 1 (seven
+/// tiles a thread in chunks of 4 to 18) the input's other half, written by
+/// the other core, cost more than streaming in all the weights: its five
+/// 1024->256 layers 1.78 -> 1.57-1.60 ms, the pass 1.4% faster. At 7x7 (two
+/// tiles a thread at batch 1, chunks of 3 of sixteen at batch 8) the
+/// strided 3x3 layer went from 0.83-0.92 to 1.00-1.03 ms at batch 1 and
+/// from 5.8 to 7.2-7.5 ms at batch 8.
+const TILES_PER_SWEEP: usize = 3;
+
 /// An ungrouped convolution on channel counts that are multiples of
 /// [`BLOCK`], with its bias and epilogue: `relu?(conv(x) + bias + residual)`.
 #[derive(Clone, Debug)]
@@ -520,9 +531,10 @@ impl BlockedConv {
 
     /// Runs every tile of `plan` for `n` images of `x` into `out`.
     ///
-    /// Threads take runs of tiles, or of panels where a batch has too few
-    /// tiles to share; each thread sweeps every panel of weights over a few
-    /// tiles at a time, few enough that their input stays in L2.
+    /// Threads take runs of tiles, or of panels where each thread would
+    /// stream in weights larger than the input for too few tiles; each
+    /// thread sweeps every panel of weights over a few tiles at a time, few
+    /// enough that their input stays in L2.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -536,14 +548,6 @@ impl BlockedConv {
     ) {
         let p = &self.params;
         let (tiles, panels) = (n * plan.tiles, p.out_channels.div_ceil(self.panel));
-        // Threads that share the tiles each read all the weights; threads
-        // that share the panels each read all the input. So tiles, where
-        // there are enough to share and the weights are the smaller (ResNet
-        // at batch 8, and its wide images at batch 1); else panels (its
-        // deep 14x14 and 7x7 layers at batch 1: 1 to 8 MB of weights for
-        // 0.1 to 0.8 MB of input).
-        let by_tiles = tiles >= 2 * threads && self.weights.len() <= n * plan.in_len;
-        let threads = threads.clamp(1, if by_tiles { tiles } else { panels });
         // Each panel of weights is swept over a chunk of tiles before the
         // next: all of a thread's tiles when threads split the panels, else
         // as many as have new input to fill a quarter of L2 (256 KiB),
@@ -554,12 +558,24 @@ impl BlockedConv {
         // ones too large (ResNet-50 at batch 8, in the network: its four
         // strided blocked layers 0.85 ms faster together).
         let new_pixels = p.kernel * p.stride.min(p.kernel);
+        let in_l2 = (256 * 1024 / (4 * plan.px * new_pixels * p.in_channels)).max(1);
+        // Threads that share the tiles each stream in all the weights, once
+        // a chunk; threads that share the panels each read all the input,
+        // which the layer before wrote from every thread, so that most of
+        // it comes from another core's cache (a third of the speed of a
+        // read from this core's own). So tiles, where there are enough to
+        // share and the weights are the smaller (ResNet at batch 8, and its
+        // wide images at batch 1), or where a thread's chunks average
+        // [`TILES_PER_SWEEP`] tiles or more (its 14x14 layers at batch 1);
+        // else panels (its 7x7 layers, whose 2 to 9 MB of weights would
+        // each feed only a tile or two of a thread's).
+        let per_thread = tiles.div_ceil(threads.max(1));
+        let sweeps = per_thread.div_ceil(in_l2);
+        let by_tiles = tiles >= 2 * threads
+            && (self.weights.len() <= n * plan.in_len || per_thread >= TILES_PER_SWEEP * sweeps);
+        let threads = threads.clamp(1, if by_tiles { tiles } else { panels });
         let depth = p.in_channels * self.taps.len();
-        let chunk = if by_tiles {
-            (256 * 1024 / (4 * plan.px * new_pixels * p.in_channels)).max(1)
-        } else {
-            tiles
-        };
+        let chunk = if by_tiles { in_l2 } else { tiles };
         let out = SendPtr(out.as_mut_ptr());
         let work = |t: usize| {
             let (tile_range, panel_range) = if by_tiles {
