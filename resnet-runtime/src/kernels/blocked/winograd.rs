@@ -150,8 +150,9 @@ impl BlockedWinograd {
     /// [`Shortcut::InPlace`] what `out` holds on entry.
     ///
     /// Threads take even shares of the batch's tiles, a block at a time;
-    /// where there are fewer blocks than threads, each thread transforms
-    /// every block's inputs and takes a share of the output channels.
+    /// or, where there are fewer blocks than threads or (F(2x2)) the
+    /// filters outweigh the transformed tiles, each thread transforms every
+    /// block's inputs and takes a share of the output channels.
     ///
     /// # Panics
     /// If a slice's length does not match `n` images, or the workspace is short.
@@ -192,9 +193,16 @@ impl BlockedWinograd {
         let residual = SendPtr(residual.cast_mut());
         // As for the blocked direct kernels: threads share the tiles when
         // there are enough and the transformed inputs outweigh the filters
-        // (each such thread reads all of them), else the output panels.
-        let by_tiles =
-            blocks >= threads && self.u.len() <= tiles * self.positions() * p.in_channels;
+        // (each such thread reads all of them), else the output panels. But
+        // threads that share the panels each transform every tile, reading
+        // the input that the other threads wrote, and F(4x4)'s transform,
+        // 36 positions a tile, outweighs reading all its filters: so F(4x4)
+        // shares the tiles wherever every thread has a block: at batch 1
+        // the three 128-channel layers at 28x28 went 0.85-0.87 -> 0.74-0.80
+        // ms in ResNet-18 and 0.88-1.01 -> 0.84-0.92 ms in ResNet-50. F(2x2)
+        // at 14x14 (4.2 MB of filters at 256 channels) was slower so.
+        let by_tiles = blocks >= threads
+            && (self.n == 4 || self.u.len() <= tiles * self.positions() * p.in_channels);
         let threads = threads.min(if by_tiles { blocks } else { panels });
         let work = |(thread, scratch): (usize, &mut [f32])| {
             let (share, panels) = if by_tiles {
