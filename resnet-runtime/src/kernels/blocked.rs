@@ -130,12 +130,12 @@ pub const MIN_ROW: usize = 28;
 /// Tiles a thread's chunk must average for threads to share a layer's
 /// tiles rather than its panels where the weights outweigh the input
 /// ([`BlockedConv::run`]). At ResNet-50's 14x14 stage at batch 1 (seven
-/// tiles a thread in chunks of 4 to 18) the input's other half, written by
-/// the other core, cost more than streaming in all the weights: its five
-/// 1024->256 layers 1.78 -> 1.57-1.60 ms, the pass 1.4% faster. At 7x7 (two
-/// tiles a thread at batch 1, chunks of 3 of sixteen at batch 8) the
-/// strided 3x3 layer went from 0.83-0.92 to 1.00-1.03 ms at batch 1 and
-/// from 5.8 to 7.2-7.5 ms at batch 8.
+/// tiles a thread in chunks of 4 to 18) the input's other half, written
+/// by the other core, cost more than streaming in all the weights: its
+/// five 1024->256 layers 1.71-1.84 -> 1.55-1.61 ms, the pass 1.4% faster.
+/// At 7x7 (two tiles a thread at batch 1, chunks of 3 of sixteen at batch
+/// 8) the strided 3x3 layer went from 0.83-0.92 to 1.00-1.03 ms at batch 1
+/// and from 5.8 to 7.2-7.5 ms at batch 8.
 const TILES_PER_SWEEP: usize = 3;
 
 /// An ungrouped convolution on channel counts that are multiples of
