@@ -180,6 +180,23 @@ impl<'a> Weights<'a> {
     /// If it is missing, has another shape, or is not floating point, or
     /// the file cannot be read.
     pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<ArrayD<f32>, WeightsError> {
+        let mut values = vec![0f32; shape.iter().product()];
+        self.read_into(name, shape, &mut values)?;
+        ArrayD::from_shape_vec(IxDyn(shape), values)
+            .map_err(|e| WeightsError::Format(format!("tensor `{name}`: {e}")))
+    }
+
+    /// As [`Weights::tensor`], into `out` (as many floats as `shape` holds,
+    /// in row-major order).
+    ///
+    /// # Errors
+    /// As [`Weights::tensor`].
+    pub(crate) fn read_into(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        out: &mut [f32],
+    ) -> Result<(), WeightsError> {
         let (dtype, found) = self.info(name).ok_or_else(|| WeightsError::Missing {
             name: name.to_owned(),
             expected: shape.to_vec(),
@@ -191,29 +208,27 @@ impl<'a> Weights<'a> {
                 found,
             });
         }
-        let count = shape.iter().product::<usize>();
-        let values = match dtype {
+        assert_eq!(
+            out.len(),
+            shape.iter().product::<usize>(),
+            "floats of `{name}`"
+        );
+        match dtype {
             Dtype::F32 => {
-                let mut values = vec![0f32; count];
-                self.read_bytes(name, bytemuck::cast_slice_mut(&mut values))?;
+                self.read_bytes(name, bytemuck::cast_slice_mut(out))?;
                 // The file is little-endian; on a big-endian host, swap.
-                values
-                    .iter_mut()
+                out.iter_mut()
                     .for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
-                values
             }
             Dtype::F16 | Dtype::BF16 => {
-                let mut bytes = vec![0u8; 2 * count];
+                let mut bytes = vec![0u8; 2 * out.len()];
                 self.read_bytes(name, &mut bytes)?;
                 let pairs = bytes.chunks_exact(2).map(|b| [b[0], b[1]]);
-                if dtype == Dtype::F16 {
-                    pairs
-                        .map(|b| half::f16::from_le_bytes(b).to_f32())
-                        .collect()
-                } else {
-                    pairs
-                        .map(|b| half::bf16::from_le_bytes(b).to_f32())
-                        .collect()
+                for (v, b) in out.iter_mut().zip(pairs) {
+                    *v = match dtype {
+                        Dtype::F16 => half::f16::from_le_bytes(b).to_f32(),
+                        _ => half::bf16::from_le_bytes(b).to_f32(),
+                    };
                 }
             }
             other => {
@@ -222,10 +237,9 @@ impl<'a> Weights<'a> {
                     found: format!("{other:?}"),
                 });
             }
-        };
+        }
         self.read.insert(name.to_owned());
-        ArrayD::from_shape_vec(IxDyn(shape), values)
-            .map_err(|e| WeightsError::Format(format!("tensor `{name}`: {e}")))
+        Ok(())
     }
 
     /// Copies tensor `name`'s bytes, whose length the header check

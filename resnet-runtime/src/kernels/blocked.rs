@@ -30,10 +30,11 @@
 //! there: these kernels, on a zero-padded copy where the layer pads, or
 //! [`winograd::BlockedWinograd`] for its 3x3 stride-1 layers.
 
-use super::conv::{bias_or_zeros, row_major, ConvParams, Shortcut};
+use super::conv::{bias_or_zeros, ConvParams, Shortcut};
 use super::gemm::{Isa, SendPtr};
+use super::pages::HugeBuf;
 use super::parallel::on_each;
-use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewMut4};
+use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
 
 mod layer;
 mod stem;
@@ -148,7 +149,7 @@ pub struct BlockedConv {
     /// of blocks holds 16.
     panel: usize,
     /// The panels one after another, each `[in / 16][tap][16][width]`.
-    weights: Vec<f32>,
+    weights: HugeBuf,
     bias: Vec<f32>,
     /// Tap `(ky, kx)`'s offset from tap `(0, 0)` in the input the kernel
     /// reads (padded, for [`BlockedConv::forward_planar`]), in floats.
@@ -156,7 +157,10 @@ pub struct BlockedConv {
 }
 
 impl BlockedConv {
-    /// Packs `weight` (`[out, in, k, k]`) for `isa`.
+    /// Packs `weight` (`[out, in, k, k]`) for `isa`, a panel at a time (a
+    /// panel's output channels are neighbouring rows of the weight), into
+    /// a buffer of huge pages (see the `pages` module), which the kernels
+    /// stream from at batch 1.
     ///
     /// # Panics
     /// If `params` is grouped or its channel counts are not multiples of
@@ -166,21 +170,6 @@ impl BlockedConv {
         isa: Isa,
         params: ConvParams,
         weight: ArrayView4<f32>,
-        bias: Option<ArrayView1<f32>>,
-    ) -> Self {
-        Self::from_weight(isa, params, weight.to_owned(), bias)
-    }
-
-    /// As [`BlockedConv::new`], taking the weight by value: it is packed
-    /// in its own buffer, a panel at a time (a panel's output channels are
-    /// neighbouring rows of `[out, in, k, k]`).
-    ///
-    /// # Panics
-    /// As [`BlockedConv::new`].
-    pub fn from_weight(
-        isa: Isa,
-        params: ConvParams,
-        weight: Array4<f32>,
         bias: Option<ArrayView1<f32>>,
     ) -> Self {
         let ConvParams {
@@ -202,12 +191,14 @@ impl BlockedConv {
         // Each panel of `width` output channels becomes rows of `width`,
         // one per input channel block, tap and lane in that order.
         let depth = cin * k * k;
-        let mut weights = row_major(weight);
-        let mut rows = vec![0f32; panel * depth];
-        for packed in weights.chunks_mut(panel * depth) {
+        let source = weight.as_standard_layout();
+        let source = source.as_slice().expect("a standard layout");
+        let mut weights = HugeBuf::zeros(source.len());
+        for (packed, rows) in weights
+            .chunks_mut(panel * depth)
+            .zip(source.chunks(panel * depth))
+        {
             let width = packed.len() / depth;
-            let rows = &mut rows[..packed.len()];
-            rows.copy_from_slice(packed);
             let order = (0..cin / BLOCK).flat_map(|block| {
                 (0..k * k)
                     .flat_map(move |tap| (0..BLOCK).map(move |lane| (block * BLOCK + lane, tap)))

@@ -18,7 +18,7 @@ use super::direct::{self, SplitInput};
 use super::gather::{gather, strided_run};
 use super::gemm::{self, DenseB, Epilogue, Isa, Job, PackB, PackedWeights, Residual, SendPtr};
 use super::winograd::{OnTheFly, Tile, Winograd};
-use ndarray::{s, Array4, ArrayView1, ArrayView4, ArrayViewMut4};
+use ndarray::{s, ArrayView1, ArrayView4, ArrayViewMut4};
 
 /// A convolution's shape: channels, kernel, stride, padding, groups and the
 /// input's height and width. Weights are `[out, in / groups, k, k]` as in PyTorch.
@@ -213,21 +213,6 @@ pub(crate) struct ConvEpilogue<'a> {
     pub relu: bool,
 }
 
-/// `weight`'s values in row-major order: its own buffer where they already
-/// lie so in all of it, else a copy.
-pub(crate) fn row_major(weight: Array4<f32>) -> Vec<f32> {
-    if !weight.is_standard_layout() {
-        return weight.iter().copied().collect();
-    }
-    let len = weight.len();
-    let (data, offset) = weight.into_raw_vec_and_offset();
-    match offset {
-        Some(0) | None if data.len() == len => data,
-        // A standard-layout array that starts or ends inside its buffer.
-        offset => data[offset.unwrap_or(0)..][..len].to_vec(),
-    }
-}
-
 /// `bias` as a vector, or zeros: one per output channel of `params`.
 ///
 /// # Panics
@@ -277,62 +262,6 @@ impl Conv2d {
             weight,
             bias,
         )
-    }
-
-    /// As [`Conv2d::new`], taking the weight by value: a GEMM-strategy,
-    /// ungrouped layer packs it in its own buffer, so building a model
-    /// holds each weight once.
-    ///
-    /// # Panics
-    /// As [`Conv2d::new`].
-    pub fn from_weight(
-        params: ConvParams,
-        weight: Array4<f32>,
-        bias: Option<ArrayView1<f32>>,
-    ) -> Self {
-        let strategy = ConvStrategy::for_params(&params);
-        Self::from_weight_as(Isa::best(), strategy, params, weight, bias)
-    }
-
-    /// As [`Conv2d::from_weight`], with a given instruction set and strategy.
-    ///
-    /// # Panics
-    /// As [`Conv2d::with_strategy`].
-    pub(crate) fn from_weight_as(
-        isa: Isa,
-        strategy: ConvStrategy,
-        params: ConvParams,
-        weight: Array4<f32>,
-        bias: Option<ArrayView1<f32>>,
-    ) -> Self {
-        let shape = (
-            params.out_channels,
-            params.in_channels,
-            params.kernel,
-            params.kernel,
-        );
-        if matches!(
-            strategy,
-            ConvStrategy::Winograd | ConvStrategy::Winograd4x4 | ConvStrategy::Blocked
-        ) || params.groups != 1
-            || weight.dim() != shape
-            || !strategy.fits(&params)
-            || !isa.is_supported()
-        {
-            // These pack into a new buffer, or panic.
-            return Self::with_strategy(isa, strategy, params, weight.view(), bias);
-        }
-        params.check();
-        let data = row_major(weight);
-        let k = params.in_channels * params.kernel * params.kernel;
-        let packed = PackedWeights::from_row_major(isa, params.out_channels, k, data);
-        let packed = match strategy {
-            ConvStrategy::Direct => {
-                Packed::Direct(packed, SplitInput::new(&params).offsets(&params))
-            }
-            _ => Packed::Gemm(vec![packed]),
-        };
-        Self::assemble(params, strategy, packed, bias)
     }
 
     /// As [`Conv2d::new`], with a given instruction set and strategy (tests compare them).

@@ -15,6 +15,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::micro::{Avx2, Avx512, Avx512Wide};
 use super::micro::{MicroKernel, Portable, TileEpilogue, THIN_PANELS};
+use super::pages::HugeBuf;
 use super::parallel::join_awake;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
@@ -138,17 +139,20 @@ impl Isa {
 
 /// `A` (`M x K`, row-major weights) packed for one instruction set's
 /// micro-kernel: `MR`-row panels, each `K` steps of `MR` values; the rows
-/// past `M` of the last panel are zero.
+/// past `M` of the last panel are zero. The panels lie in huge pages
+/// where the system grants them (see the `pages` module).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedWeights {
     isa: Isa,
     m: usize,
     k: usize,
-    data: Vec<f32>,
+    data: HugeBuf,
 }
 
 impl PackedWeights {
-    /// Packs `a` (`M x K`, any strides).
+    /// Packs `a` (`M x K`, any strides). Where `a` is row-major and needs
+    /// no padding (`M` a multiple of `MR`), each panel's `MR` rows are
+    /// contiguous, and packing is a transpose within the panel.
     ///
     /// # Panics
     /// If `a` is empty or `isa` is not supported by this CPU.
@@ -158,40 +162,27 @@ impl PackedWeights {
         assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
         let mr = isa.tile().0;
         let panels = m.div_ceil(mr);
-        let mut data = vec![0f32; panels * mr * k];
-        for (p, panel) in data.chunks_exact_mut(mr * k).enumerate() {
-            for (kk, column) in panel.chunks_exact_mut(mr).enumerate() {
-                for (i, x) in column.iter_mut().enumerate() {
-                    if let Some(&v) = a.get((p * mr + i, kk)) {
-                        *x = v;
+        let mut data = HugeBuf::zeros(panels * mr * k);
+        let panels = data.chunks_exact_mut(mr * k).enumerate();
+        match a.as_slice().filter(|_| m.is_multiple_of(mr)) {
+            Some(rows) => {
+                for ((_, panel), rows) in panels.zip(rows.chunks_exact(mr * k)) {
+                    for (i, row) in rows.chunks_exact(k).enumerate() {
+                        for (kk, &v) in row.iter().enumerate() {
+                            panel[kk * mr + i] = v;
+                        }
                     }
                 }
             }
-        }
-        PackedWeights { isa, m, k, data }
-    }
-
-    /// Packs a row-major `M x K` matrix held in `data`, reusing its buffer
-    /// when no padding is needed (`M` a multiple of `MR`): each panel's `MR`
-    /// rows are contiguous, so packing is a transpose within the panel, and
-    /// loading a model needs no second copy of each weight.
-    ///
-    /// # Panics
-    /// If `data` does not hold `m * k` values, or as [`PackedWeights::new`].
-    pub fn from_row_major(isa: Isa, m: usize, k: usize, mut data: Vec<f32>) -> Self {
-        assert_eq!(data.len(), m * k, "{m} x {k} matrix");
-        let mr = isa.tile().0;
-        if !m.is_multiple_of(mr) || m == 0 || k == 0 {
-            let a = ArrayView2::from_shape((m, k), &data).expect("length checked");
-            return Self::new(isa, a);
-        }
-        assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
-        let mut rows = vec![0f32; mr * k];
-        for panel in data.chunks_exact_mut(mr * k) {
-            rows.copy_from_slice(panel);
-            for (i, row) in rows.chunks_exact(k).enumerate() {
-                for (kk, &v) in row.iter().enumerate() {
-                    panel[kk * mr + i] = v;
+            None => {
+                for (p, panel) in panels {
+                    for (kk, column) in panel.chunks_exact_mut(mr).enumerate() {
+                        for (i, x) in column.iter_mut().enumerate() {
+                            if let Some(&v) = a.get((p * mr + i, kk)) {
+                                *x = v;
+                            }
+                        }
+                    }
                 }
             }
         }

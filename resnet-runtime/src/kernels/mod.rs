@@ -14,6 +14,7 @@ pub mod elementwise;
 mod gather;
 pub mod gemm;
 mod micro;
+pub(crate) mod pages;
 mod parallel;
 pub mod pool;
 mod winograd;

@@ -6,7 +6,7 @@ use super::winograd::BlockedWinograd;
 use super::{BlockedConv, BlockedIo, BlockedOutput};
 use crate::kernels::conv::{Conv2d, ConvParams, ConvStrategy, Shortcut};
 use crate::kernels::gemm::Isa;
-use ndarray::{Array4, ArrayView1, ArrayView4, CowArray, Ix4};
+use ndarray::{ArrayView1, ArrayView4};
 
 /// How a [`BlockedLayer`] computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,23 +101,6 @@ impl BlockedLayer {
         Self::with_isa(Isa::best(), p, weight, bias, io)
     }
 
-    /// As [`BlockedLayer::new`], taking the weight by value: the direct
-    /// kernels and the patch GEMM pack it in its own buffer, as
-    /// [`Conv2d::from_weight`] does, so that building a model frees no
-    /// large copy (after which the allocator would keep freed blocks of
-    /// that size in its heap rather than return them).
-    ///
-    /// # Panics
-    /// As [`BlockedLayer::new`].
-    pub fn from_weight(
-        p: ConvParams,
-        weight: Array4<f32>,
-        bias: Option<ArrayView1<f32>>,
-        io: BlockedIo,
-    ) -> Self {
-        Self::build(Isa::best(), p, weight.into(), bias, io)
-    }
-
     /// As [`BlockedLayer::new`], for instruction set `isa`.
     ///
     /// # Panics
@@ -129,35 +112,20 @@ impl BlockedLayer {
         bias: Option<ArrayView1<f32>>,
         io: BlockedIo,
     ) -> Self {
-        Self::build(isa, p, weight.into(), bias, io)
-    }
-
-    /// [`BlockedLayer::with_isa`] on a weight it may own: the strategies
-    /// that pack in the weight's buffer copy a borrowed one first, and
-    /// Winograd, which transforms into a new buffer, only reads it.
-    fn build(
-        isa: Isa,
-        p: ConvParams,
-        weight: CowArray<f32, Ix4>,
-        bias: Option<ArrayView1<f32>>,
-        io: BlockedIo,
-    ) -> Self {
         assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
         let kernel = match BlockedStrategy::for_params(&p, io) {
-            BlockedStrategy::Direct => {
-                Kernel::Direct(BlockedConv::from_weight(isa, p, weight.into_owned(), bias))
-            }
+            BlockedStrategy::Direct => Kernel::Direct(BlockedConv::new(isa, p, weight, bias)),
             BlockedStrategy::Winograd2x2 => {
-                Kernel::Winograd(BlockedWinograd::new(isa, 2, p, weight.view(), bias))
+                Kernel::Winograd(BlockedWinograd::new(isa, 2, p, weight, bias))
             }
             BlockedStrategy::Winograd4x4 => {
-                Kernel::Winograd(BlockedWinograd::new(isa, 4, p, weight.view(), bias))
+                Kernel::Winograd(BlockedWinograd::new(isa, 4, p, weight, bias))
             }
-            BlockedStrategy::Patches => Kernel::Patches(Conv2d::from_weight_as(
+            BlockedStrategy::Patches => Kernel::Patches(Conv2d::with_strategy(
                 isa,
                 ConvStrategy::Patches,
                 p,
-                weight.into_owned(),
+                weight,
                 bias,
             )),
         };

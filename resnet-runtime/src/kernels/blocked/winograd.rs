@@ -15,6 +15,7 @@
 use super::{Far, Panel, Tile as Place, BLOCK};
 use crate::kernels::conv::{ConvParams, Shortcut};
 use crate::kernels::gemm::{self, Isa, SendPtr};
+use crate::kernels::pages::HugeBuf;
 use crate::kernels::winograd::{at, bt, Lanes, Tile};
 use ndarray::{ArrayView1, ArrayView4};
 use std::ops::{Add, Mul, Sub};
@@ -32,8 +33,8 @@ pub struct BlockedWinograd {
     /// Output channels a panel of `U`: 32 on AVX-512, 16 otherwise.
     panel: usize,
     /// `U[ξ]` per position, each as panels of `panel` output channels,
-    /// `[in][width]`.
-    u: Vec<f32>,
+    /// `[in][width]`, in huge pages.
+    u: HugeBuf,
     bias: Vec<f32>,
     zeros: [f32; 32],
 }
@@ -72,7 +73,7 @@ impl BlockedWinograd {
         let g = Tile::with_outputs(outputs).g();
         let side = g.len();
         let panel = if isa == Isa::Avx512 { 32 } else { 16 };
-        let mut u = vec![0f32; side * side * cin * cout];
+        let mut u = HugeBuf::zeros(side * side * cin * cout);
         for (xi, u) in u.chunks_exact_mut(cin * cout).enumerate() {
             let (gi, gj) = (g[xi / side], g[xi % side]);
             for o in 0..cout {
