@@ -560,12 +560,12 @@ impl Exec<'_> {
     pub fn head(&mut self, fc: &Linear, src: Src, out: ArrayViewMut2<'_, f32>) {
         let start = self.start();
         let n = self.n;
-        let (classes, channels) = fc.weight.dim();
+        let (classes, channels) = fc.weight().dim();
         let need = avg_pool_linear_scratch(n, channels, classes);
         if self.scratch.len() < need {
             *self.scratch = grown(need);
         }
-        let (weight, bias) = (fc.weight.view(), fc.bias.view());
+        let (weight, bias) = (fc.weight(), fc.bias.view());
         match src {
             Src::Input => avg_pool_linear(self.input.view(), weight, bias, out, self.scratch),
             Src::Arena(s) => {

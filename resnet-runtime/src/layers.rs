@@ -8,7 +8,7 @@ use crate::kernels::pages::HugeBuf;
 use crate::kernels::{Conv2d, ConvParams, Isa};
 use crate::weights::{Weights, WeightsError};
 use ndarray::Array;
-use ndarray::{Array1, Array2, ArrayViewMut4, Ix1, Ix2};
+use ndarray::{Array1, ArrayView2, ArrayViewMut4, Ix1};
 
 /// A deterministic random source for `new_random(seed)` (SplitMix64).
 #[derive(Clone, Debug)]
@@ -328,8 +328,11 @@ impl Affine {
 /// The classifier: `fc.weight` `[classes, channels]` and `fc.bias`.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// `[classes, channels]`.
-    pub weight: Array2<f32>,
+    /// `[classes, channels]`, row-major, read straight into huge pages as
+    /// the convolutions' weights are: on the heap, ResNet-50's head took
+    /// 0.35-0.44 ms against 0.31-0.36.
+    weight: HugeBuf,
+    channels: usize,
     /// `[classes]`.
     pub bias: Array1<f32>,
 }
@@ -345,20 +348,32 @@ impl Linear {
         channels: usize,
         classes: usize,
     ) -> Result<Self, WeightsError> {
-        let weight = w.tensor(&format!("{name}.weight"), &[classes, channels])?;
+        let mut weight = HugeBuf::zeros(classes * channels);
+        w.read_into(&format!("{name}.weight"), &[classes, channels], &mut weight)?;
         let bias = w.tensor(&format!("{name}.bias"), &[classes])?;
         Ok(Linear {
-            weight: weight.into_dimensionality::<Ix2>().expect("shape checked"),
+            weight,
+            channels,
             bias: bias.into_dimensionality::<Ix1>().expect("shape checked"),
         })
+    }
+
+    /// The weights, `[classes, channels]`.
+    pub fn weight(&self) -> ArrayView2<'_, f32> {
+        let classes = self.weight.len().checked_div(self.channels).unwrap_or(0);
+        ArrayView2::from_shape((classes, self.channels), &self.weight)
+            .expect("classes x channels floats")
     }
 
     /// PyTorch's init: uniform in `±1 / sqrt(channels)`.
     pub fn random(rng: &mut Rng, channels: usize, classes: usize) -> Self {
         let bound = 1.0 / (channels as f64).sqrt();
         let mut draw = || ((2.0 * rng.uniform() - 1.0) * bound) as f32;
+        let mut weight = HugeBuf::zeros(classes * channels);
+        weight.iter_mut().for_each(|v| *v = draw());
         Linear {
-            weight: Array2::from_shape_simple_fn((classes, channels), &mut draw),
+            weight,
+            channels,
             bias: Array1::from_shape_simple_fn(classes, draw),
         }
     }
@@ -446,7 +461,8 @@ impl<'a> Loader<'a> {
         self.record(
             |w| Linear::load(w, name, channels, classes),
             || Linear {
-                weight: Array::zeros((0, 0)),
+                weight: HugeBuf::zeros(0),
+                channels: 0,
                 bias: Array::zeros(0),
             },
         )
