@@ -163,10 +163,10 @@ impl PackedWeights {
         let mr = isa.tile().0;
         let panels = m.div_ceil(mr);
         let mut data = HugeBuf::zeros(panels * mr * k);
-        let panels = data.chunks_exact_mut(mr * k).enumerate();
+        let panels = data.chunks_exact_mut(mr * k);
         match a.as_slice().filter(|_| m.is_multiple_of(mr)) {
             Some(rows) => {
-                for ((_, panel), rows) in panels.zip(rows.chunks_exact(mr * k)) {
+                for (panel, rows) in panels.zip(rows.chunks_exact(mr * k)) {
                     for (i, row) in rows.chunks_exact(k).enumerate() {
                         for (kk, &v) in row.iter().enumerate() {
                             panel[kk * mr + i] = v;
@@ -175,7 +175,7 @@ impl PackedWeights {
                 }
             }
             None => {
-                for (p, panel) in panels {
+                for (p, panel) in panels.enumerate() {
                     for (kk, column) in panel.chunks_exact_mut(mr).enumerate() {
                         for (i, x) in column.iter_mut().enumerate() {
                             if let Some(&v) = a.get((p * mr + i, kk)) {

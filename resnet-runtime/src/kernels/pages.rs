@@ -32,7 +32,7 @@ pub(crate) struct HugeBuf {
 
 enum Storage {
     Heap(Vec<f32>),
-    /// The mapping and the floats it holds (it may hold a few bytes more).
+    /// The mapping, of the floats' bytes, and their count.
     Mapped(MmapMut, usize),
 }
 
@@ -126,6 +126,11 @@ mod tests {
         ] {
             let mut buf = HugeBuf::zeros(len);
             assert_eq!(buf.len(), len);
+            // Linux maps anonymous memory of any size asked for.
+            if cfg!(target_os = "linux") {
+                let mapped = matches!(buf.storage, Storage::Mapped(..));
+                assert_eq!(mapped, len * 4 >= HUGE_PAGE, "{len} floats mapped");
+            }
             assert!(buf.iter().all(|&v| v == 0.0), "{len} floats start at zero");
             for (i, v) in buf.iter_mut().enumerate() {
                 *v = i as f32 * 0.5;
