@@ -149,8 +149,7 @@ impl ConvLayer {
         layout: ConvLayout,
     ) -> Result<Self, WeightsError> {
         let shape = [p.out_channels, p.in_channels / p.groups, p.kernel, p.kernel];
-        let mut weight = HugeBuf::zeros(shape.iter().product());
-        w.read_into(&format!("{conv}.weight"), &shape, &mut weight)?;
+        let weight = read_weight(w, &format!("{conv}.weight"), &shape)?;
         let bn = bn
             .map(|name| BatchNorm::load(w, name, p.out_channels))
             .transpose()?;
@@ -168,10 +167,7 @@ impl ConvLayer {
     ) -> Self {
         let len = p.out_channels * p.in_channels / p.groups * p.kernel * p.kernel;
         let std = (2.0 / (p.out_channels * p.kernel * p.kernel) as f64).sqrt();
-        let mut weight = HugeBuf::zeros(len);
-        weight
-            .iter_mut()
-            .for_each(|v| *v = (rng.normal() * std) as f32);
+        let weight = HugeBuf::from_fn(len, || (rng.normal() * std) as f32);
         Self::build(
             name,
             p,
@@ -325,6 +321,17 @@ impl Affine {
     }
 }
 
+/// Weight `name`, which must have shape `shape`, read straight into a
+/// [`HugeBuf`], in which the kernels' packed weights lie too.
+///
+/// # Errors
+/// As [`Weights::tensor`].
+fn read_weight(w: &mut Weights, name: &str, shape: &[usize]) -> Result<HugeBuf, WeightsError> {
+    let mut weight = HugeBuf::zeros(shape.iter().product());
+    w.read_into(name, shape, &mut weight)?;
+    Ok(weight)
+}
+
 /// The classifier: `fc.weight` `[classes, channels]` and `fc.bias`.
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -348,8 +355,7 @@ impl Linear {
         channels: usize,
         classes: usize,
     ) -> Result<Self, WeightsError> {
-        let mut weight = HugeBuf::zeros(classes * channels);
-        w.read_into(&format!("{name}.weight"), &[classes, channels], &mut weight)?;
+        let weight = read_weight(w, &format!("{name}.weight"), &[classes, channels])?;
         let bias = w.tensor(&format!("{name}.bias"), &[classes])?;
         Ok(Linear {
             weight,
@@ -369,8 +375,7 @@ impl Linear {
     pub fn random(rng: &mut Rng, channels: usize, classes: usize) -> Self {
         let bound = 1.0 / (channels as f64).sqrt();
         let mut draw = || ((2.0 * rng.uniform() - 1.0) * bound) as f32;
-        let mut weight = HugeBuf::zeros(classes * channels);
-        weight.iter_mut().for_each(|v| *v = draw());
+        let weight = HugeBuf::from_fn(classes * channels, &mut draw);
         Linear {
             weight,
             channels,

@@ -55,6 +55,13 @@ impl HugeBuf {
         };
         HugeBuf { storage }
     }
+
+    /// `len` floats, each the next that `value` gives.
+    pub(crate) fn from_fn(len: usize, mut value: impl FnMut() -> f32) -> HugeBuf {
+        let mut buf = HugeBuf::zeros(len);
+        buf.iter_mut().for_each(|v| *v = value());
+        buf
+    }
 }
 
 impl From<&[f32]> for HugeBuf {
