@@ -86,7 +86,7 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, batch, mine, theirs, ratio, (low, high), rss in rows:
         print(f"| {name} | {batch} | {mine:.1f} | {theirs:.1f} | {ratio:.3f} | {low:.3f}-{high:.3f} "
-              f"| {mine / batch:.1f} / {theirs / batch:.1f} | {rss:.0f} |")
+              f"| {mine / batch:.1f} / {theirs / batch:.1f} | {rss:.1f} |")
 
 
 if __name__ == "__main__":
