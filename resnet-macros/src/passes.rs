@@ -320,51 +320,45 @@ pub enum Layout {
     /// input) run fastest on.
     Blocked,
     /// Blocked with a one-pixel border of zeros around each plane: what a
-    /// padded, strided layer reads without copying (see [`layouts`]).
+    /// padded layer that does not run Winograd reads without copying (see
+    /// [`layouts`]).
     BlockedPadded,
 }
 
-/// The narrowest output the blocked layers run faster than NCHW ones, in
-/// a network with 1x1 layers narrower than that (bottleneck blocks). At
-/// 7x7 their 2 to 8 MB of weights stream from memory for fewer pixels than
-/// the blocked tiles amortise them over, and the NCHW GEMM blocks them
-/// better (ResNet-50 at batch 1: 512->2048 0.36 against 0.40 to 0.44 ms
-/// blocked). At 14x14 blocked Winograd F(2x2) and the blocked 1x1 layers
-/// win (ResNet-50, batch 8: F(2x2) 19.1 -> 16.6 ms over five layers,
-/// 1024->256 13.7 -> 12.7 ms over five).
-pub const BLOCKED_MIN_SIDE: usize = 14;
+/// The narrowest output the blocked layers run at: ResNet's 7x7 stage runs
+/// blocked too. A network of basic blocks runs its 3x3 layers there on
+/// blocked Winograd F(2x2) at 0.65 to 0.73 ms each at batch 1, where the
+/// NCHW patch GEMM took 0.85 and the blocked direct kernel 0.75
+/// (ResNet-18's pass: 8.1 ms NCHW, 7.7 on the direct kernel, then
+/// 7.33-7.59 -> 7.13-7.40 with Winograd; at batch 8 the NCHW layers had
+/// been 3% faster than the direct kernel, and Winograd is 6% faster than
+/// it, 58.3-59.5 -> 55.0-55.4 ms). A bottleneck's 3x3 layers there read
+/// their input padded and run the direct kernel (see [`layouts`]).
+/// ResNet-50's stage ran NCHW until measured on a Zen 4 machine: blocked,
+/// its two 3x3 layers at 7x7 take 1.03 against the patch GEMM's 1.21 ms at
+/// batch 1, its shortcut into 7x7 0.93 against 1.01, and its pass the
+/// fastest of each of eight alternated runs 0.3 to 0.5 ms lower in six
+/// (equal in one, higher in one burst); at batch 8 within noise, with a
+/// peak RSS 22 MB lower (no workspace for Winograd with filters made in
+/// each pass). On a Sapphire Rapids machine, the stage blocked (its 3x3
+/// layers then on a padded copy) had run the pass no faster.
+pub const BLOCKED_MIN_SIDE: usize = 7;
 
-/// The narrowest output the blocked layers run at in a network whose
-/// narrower layers are all 3x3 or strided (basic blocks: ResNet-18 and
-/// -34). Its 3x3 layers at 7x7 run blocked Winograd F(2x2) at 0.65 to
-/// 0.73 ms each at batch 1, where the NCHW patch GEMM took 0.85 and the
-/// blocked direct kernel 0.75 (ResNet-18's pass: 8.1 ms NCHW, 7.7 on the
-/// direct kernel, then 7.33-7.59 -> 7.13-7.40 with Winograd). At batch 8
-/// the NCHW layers had been 3% faster than the direct kernel, and
-/// Winograd is 6% faster than it (58.3-59.5 -> 55.0-55.4 ms).
-pub const BASIC_BLOCKED_MIN_SIDE: usize = 7;
-
-/// [`BASIC_BLOCKED_MIN_SIDE`] where every convolution narrower than
-/// [`BLOCKED_MIN_SIDE`] is a 3x3 or strided one, else [`BLOCKED_MIN_SIDE`].
-fn blocked_min_side(graph: &Graph, steps: &[Step]) -> usize {
-    let narrow_1x1 = steps.iter().any(|s| {
-        let StepKind::Conv { conv, .. } = s.kind else {
-            return false;
-        };
-        s.shape.h.min(s.shape.w) < BLOCKED_MIN_SIDE
-            && matches!(graph.nodes[conv].op, Op::Conv(c) if c.kernel == 1 && c.stride == 1)
-    });
-    match narrow_1x1 {
-        true => BLOCKED_MIN_SIDE,
-        false => BASIC_BLOCKED_MIN_SIDE,
-    }
-}
+/// The output side below which Winograd's kept filters are left to
+/// networks of basic blocks: a bottleneck's 3x3 layers narrower than this
+/// read their input padded, from the 1x1 layer before them, which Winograd
+/// does not take, and run the direct kernel. At 7x7 F(2x2)'s filters are
+/// 16/9 of the plain weights: ResNet-50's two 512-channel layers there
+/// would take 0.69 to 0.75 ms each at batch 1 on Zen 4 rather than 1.03,
+/// but hold 15 MB more, past its memory target (102.2 + 32 MB; its peak
+/// is 129.6 MB without them).
+pub const KEPT_FILTERS_MIN_SIDE: usize = 14;
 
 /// Each step's output layout. A network whose stem is followed by a max
 /// pool runs blocked from the stem on (it reads the NCHW image and writes
 /// blocks; a stem the blocked kernel cannot take writes NCHW, and the pool
 /// interleaves its channels) while its values are at least
-/// [`blocked_min_side`] a side, then NCHW: the first layers to narrower
+/// [`BLOCKED_MIN_SIDE`] a side, then NCHW: the first layers to narrower
 /// outputs (strided, so never Winograd) read blocked and write NCHW (the
 /// runtime runs a strided 1x1 one as the patch GEMM, gathering from the
 /// blocks). It
@@ -396,12 +390,11 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
             && readers(steps, step.output) == 1
     });
     let first = stem.unwrap_or(pool);
-    let min_side = blocked_min_side(graph, steps);
     let layouts: Vec<Layout> = steps
         .iter()
         .enumerate()
         .map(
-            |(i, s)| match i >= first && s.shape.h.min(s.shape.w) >= min_side {
+            |(i, s)| match i >= first && s.shape.h.min(s.shape.w) >= BLOCKED_MIN_SIDE {
                 true => Layout::Blocked,
                 false => Layout::Planar,
             },
@@ -447,9 +440,12 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
     if !blocked {
         return planar;
     }
-    // A strided padded layer (which Winograd does not take) reads its input
-    // without a copy where that input comes padded: from a 1x1 layer it
-    // alone reads, which then writes the border of zeros too.
+    // A padded layer that does not run Winograd reads its input without a
+    // copy where that input comes padded: from a 1x1 layer it alone reads,
+    // which then writes the border of zeros too. Those are the strided
+    // layers, and a bottleneck's 3x3 layers narrower than
+    // [`KEPT_FILTERS_MIN_SIDE`], which a padded input puts on the direct
+    // kernel (a basic block's 3x3 layers read a 3x3 layer's output).
     let mut layouts = layouts;
     for step in steps {
         let StepKind::Conv { conv, .. } = step.kind else {
@@ -469,8 +465,9 @@ pub fn layouts(graph: &Graph, steps: &[Step]) -> Vec<Layout> {
             }
             _ => false,
         };
+        let side = step.shape.h.min(step.shape.w);
         let padded = c.padding == 1
-            && c.stride > 1
+            && (c.stride > 1 || side < KEPT_FILTERS_MIN_SIDE)
             && layouts[producer] == Layout::Blocked
             && from_1x1
             && steps[producer].residual.is_none()
@@ -617,7 +614,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn imagenet_networks_run_blocked_from_the_stem_to_their_14x14_or_basic_7x7_stage() {
+    fn imagenet_networks_run_blocked_from_the_stem_on() {
         use Layout::{Blocked, BlockedPadded, Planar};
         for spec in [
             "pub N<stages: [3, 4, 6, 3], bottleneck: true>",
@@ -625,27 +622,17 @@ pub(crate) mod tests {
         ] {
             let bottleneck = spec.contains("bottleneck");
             for (name, input, output) in conv_layouts(spec) {
-                // Basic blocks run blocked to the end.
-                let stage = |n: &str| {
-                    ["layer1", "layer2", "layer3"]
-                        .iter()
-                        .any(|l| n.starts_with(l))
-                        || !bottleneck
-                };
+                // A bottleneck's strided conv2 (each stage's first but
+                // layer1's) and its conv2 at 7x7 read its conv1's output
+                // padded; a basic block's conv1 reads the block's input,
+                // which others read too.
+                let strided = name.contains(".0.") && !name.starts_with("layer1");
+                let padded = bottleneck && (strided || name.starts_with("layer4"));
                 let want = match name.as_str() {
                     "conv1" => (Planar, Blocked),
-                    // A bottleneck's strided conv2 reads its conv1's output
-                    // padded; a basic block's strided conv1 reads the block's
-                    // input, which others read too.
-                    "layer2.0.conv1" | "layer3.0.conv1" if bottleneck => (Blocked, BlockedPadded),
-                    "layer2.0.conv2" | "layer3.0.conv2" if bottleneck => (BlockedPadded, Blocked),
-                    n if stage(n) => (Blocked, Blocked),
-                    // A bottleneck's 7x7 stage runs NCHW, from its strided
-                    // conv2 and shortcut on.
-                    "layer4.0.downsample.0" => (Blocked, Planar),
-                    "layer4.0.conv1" => (Blocked, BlockedPadded),
-                    "layer4.0.conv2" => (BlockedPadded, Planar),
-                    _ => (Planar, Planar),
+                    n if padded && n.ends_with("conv1") => (Blocked, BlockedPadded),
+                    n if padded && n.ends_with("conv2") => (BlockedPadded, Blocked),
+                    _ => (Blocked, Blocked),
                 };
                 assert_eq!((input, output), want, "{name} of {spec}");
             }

@@ -16,22 +16,24 @@ pub enum BlockedStrategy {
     Direct,
     /// Winograd F(2x2, 3x3): 3x3 stride-1 layers with outputs of 7 to 27
     /// a side (ResNet's 14x14 stage, and the 7x7 stage of a network of
-    /// basic blocks, which runs blocked).
+    /// basic blocks; a bottleneck's 3x3 layers there read a padded input,
+    /// which puts them on the direct kernel).
     Winograd2x2,
     /// Winograd F(4x4, 3x3): 3x3 stride-1 layers with outputs of 28 and more.
     Winograd4x4,
     /// The NCHW patch GEMM, gathering its patches from the blocks: strided
-    /// 1x1 layers that write NCHW outputs narrower than 14 a side
-    /// (ResNet's shortcut into its 7x7 stage).
+    /// 1x1 layers that write NCHW outputs narrower than 14 a side (the
+    /// shortcut into the first NCHW stage of a network whose images are
+    /// too small for its last stage to run blocked).
     Patches,
 }
 
 /// The output side below which a strided 1x1 layer that writes NCHW runs
 /// the patch GEMM ([`BlockedStrategy::Patches`]). The direct kernels sweep
-/// its weights (8 MB into ResNet-50's 7x7 stage) every few tiles of such
-/// small images, where the GEMM blocks them by depth: that layer went from
-/// 0.94 to 0.79-0.82 ms at batch 1 and from 7.2-7.4 to 5.7-5.8 ms at batch
-/// 8. The strided 3x3 layer beside it reads a padded input in place, and
+/// its weights every few tiles of such small images, where the GEMM blocks
+/// them by depth: ResNet-50's shortcut into 7x7 (8 MB of weights), when
+/// that stage ran NCHW, went from 0.94 to 0.79-0.82 ms at batch 1 and from
+/// 7.2-7.4 to 5.7-5.8 ms at batch 8 on a Sapphire Rapids machine. The strided 3x3 layer beside it reads a padded input in place, and
 /// the patch GEMM gathering from it was no faster at batch 1 and 7% slower
 /// at batch 8.
 pub(crate) const PATCHES_BELOW: usize = 14;
@@ -46,8 +48,9 @@ impl BlockedStrategy {
     /// take 1.7 times fewer products than the direct kernel's 49 pixels
     /// and stream 1.8 times the weights: ResNet-18's three 512-channel
     /// layers 2.25-2.37 -> 2.00-2.17 ms at batch 1, its pass 2.5% faster
-    /// at batch 1 and 6% at batch 8, for 22 MB more filters (ResNet-50's
-    /// 7x7 stage runs NCHW).
+    /// at batch 1 and 6% at batch 8, for 22 MB more filters (the compiler
+    /// gives a bottleneck's 3x3 layers at 7x7 a padded input, and so the
+    /// direct kernel, rather than 15 MB more in ResNet-50).
     pub fn for_params(p: &ConvParams, io: BlockedIo) -> BlockedStrategy {
         let side = p.out_hw().0.min(p.out_hw().1);
         let strided_1x1 = p.kernel == 1 && p.stride > 1;
