@@ -33,9 +33,10 @@ pub enum BlockedStrategy {
 /// its weights every few tiles of such small images, where the GEMM blocks
 /// them by depth: ResNet-50's shortcut into 7x7 (8 MB of weights), when
 /// that stage ran NCHW, went from 0.94 to 0.79-0.82 ms at batch 1 and from
-/// 7.2-7.4 to 5.7-5.8 ms at batch 8 on a Sapphire Rapids machine. The strided 3x3 layer beside it reads a padded input in place, and
-/// the patch GEMM gathering from it was no faster at batch 1 and 7% slower
-/// at batch 8.
+/// 7.2-7.4 to 5.7-5.8 ms at batch 8 on a Sapphire Rapids machine. The
+/// strided 3x3 layer beside it reads a padded input in place, and the
+/// patch GEMM gathering from it was no faster at batch 1 and 7% slower at
+/// batch 8.
 pub(crate) const PATCHES_BELOW: usize = 14;
 
 impl BlockedStrategy {
